@@ -1,0 +1,71 @@
+"""mrl_pg: Matryoshka adaptive retrieval on PostgreSQL + pgvector.
+
+A table keeps the full embedding and a generated, re-normalized ``halfvec``
+prefix with a small HNSW index; a search takes ``k * oversample`` candidates
+by prefix and re-ranks them by full-dimension cosine in one statement.
+"""
+
+from .config import DEFAULT_FULL_DIM, DEFAULT_PREFIX_DIM, DEFAULT_TABLE, TableConfig
+from .db import connect, connect_async, sqlalchemy_url
+from .errors import (
+    DatabaseError,
+    DimensionMismatchError,
+    EmbeddingError,
+    IngestError,
+    InvalidConfigError,
+    InvalidIdentifierError,
+    InvalidSearchError,
+    InvalidVectorError,
+    MrlPgError,
+    ServerError,
+)
+from .install import create_ddl, drop_ddl, install, install_script
+from .search import (
+    SearchResult,
+    adaptive_search_statement,
+    exact_search,
+    exact_search_async,
+    exact_search_statement,
+    explain,
+    search,
+    search_async,
+)
+from .server import EmbeddedServer, resolve_dsn
+from .vectors import truncate_and_normalize
+
+__all__ = [
+    "DEFAULT_FULL_DIM",
+    "DEFAULT_PREFIX_DIM",
+    "DEFAULT_TABLE",
+    "TableConfig",
+    "connect",
+    "connect_async",
+    "sqlalchemy_url",
+    "DatabaseError",
+    "DimensionMismatchError",
+    "EmbeddingError",
+    "IngestError",
+    "InvalidConfigError",
+    "InvalidIdentifierError",
+    "InvalidSearchError",
+    "InvalidVectorError",
+    "MrlPgError",
+    "ServerError",
+    "create_ddl",
+    "drop_ddl",
+    "install",
+    "install_script",
+    "SearchResult",
+    "adaptive_search_statement",
+    "exact_search",
+    "exact_search_async",
+    "exact_search_statement",
+    "explain",
+    "search",
+    "search_async",
+    "EmbeddedServer",
+    "resolve_dsn",
+    "truncate_and_normalize",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,81 @@
+"""One small hierarchy for every error a caller can cause or meet.
+
+Each class names the problem; each message names the offending value and
+what was expected. Value problems also subclass ``ValueError`` so generic
+callers can catch them the usual way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "MrlPgError",
+    "InvalidIdentifierError",
+    "InvalidConfigError",
+    "InvalidVectorError",
+    "DimensionMismatchError",
+    "InvalidSearchError",
+    "IngestError",
+    "EmbeddingError",
+    "ServerError",
+    "DatabaseError",
+]
+
+
+class MrlPgError(Exception):
+    """Base class of every error raised by mrl_pg."""
+
+
+class InvalidIdentifierError(MrlPgError, ValueError):
+    """A table or schema name that would need quoting, is reserved, or is too long."""
+
+
+class InvalidConfigError(MrlPgError, ValueError):
+    """A table configuration that PostgreSQL or pgvector cannot honour."""
+
+
+class InvalidVectorError(MrlPgError, ValueError):
+    """A vector that cannot be stored or searched: NaN, infinity, zero norm, wrong shape."""
+
+
+class DimensionMismatchError(InvalidVectorError):
+    """A vector whose length is not the table's dimension."""
+
+    def __init__(self, message: str, *, expected: int, actual: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
+class InvalidSearchError(MrlPgError, ValueError):
+    """Search arguments out of range: k, oversample, filter."""
+
+
+class IngestError(MrlPgError, ValueError):
+    """A record that cannot be loaded; carries the file and line it came from."""
+
+    def __init__(self, message: str, *, path: Path | str | None = None, line: int | None = None):
+        where = ""
+        if path is not None and line is not None:
+            where = f"{path}:{line}: "
+        elif path is not None:
+            where = f"{path}: "
+        elif line is not None:
+            where = f"record {line}: "
+        super().__init__(where + message)
+        self.path = path
+        self.line = line
+        self.reason = message
+
+
+class EmbeddingError(MrlPgError):
+    """The embedding service failed or answered with something unusable."""
+
+
+class ServerError(MrlPgError):
+    """The embedded PostgreSQL server could not be started, found or stopped."""
+
+
+class DatabaseError(MrlPgError):
+    """PostgreSQL refused an operation; wraps the driver error as ``__cause__``."""

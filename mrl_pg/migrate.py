@@ -1,0 +1,55 @@
+"""Running mrl_pg's own migrations from code: a thin layer over ``alembic.command``."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+
+from .server import resolve_dsn
+
+__all__ = ["VERSION_TABLE", "alembic_config", "upgrade", "downgrade", "current"]
+
+VERSION_TABLE = "mrl_pg_alembic_version"
+
+
+def alembic_config(dsn: str | None = None, *, connection: Any = None) -> Config:
+    """An Alembic ``Config`` for mrl_pg's migrations, no ini file needed.
+
+    ``connection`` (a SQLAlchemy ``Connection``) is used as is when given.
+    """
+    cfg = Config()
+    cfg.set_main_option("script_location", str(files("mrl_pg.migrations")))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    if dsn is not None:
+        cfg.attributes["dsn"] = dsn
+    return cfg
+
+
+def upgrade(dsn: str | None = None, revision: str = "head") -> None:
+    """Upgrade the database (default: :func:`resolve_dsn`) to ``revision``."""
+    command.upgrade(alembic_config(dsn or resolve_dsn()), revision)
+
+
+def downgrade(dsn: str | None = None, revision: str = "base") -> None:
+    """Downgrade the database to ``revision`` (default: remove everything mrl_pg created)."""
+    command.downgrade(alembic_config(dsn or resolve_dsn()), revision)
+
+
+def current(dsn: str | None = None) -> str | None:
+    """The revision the database is at, or None before the first migration."""
+    import sqlalchemy as sa
+    from alembic.runtime.migration import MigrationContext
+
+    from .db import sqlalchemy_url
+
+    engine = sa.create_engine(sqlalchemy_url(dsn or resolve_dsn()), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+            return context.get_current_revision()
+    finally:
+        engine.dispose()

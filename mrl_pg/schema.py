@@ -1,0 +1,102 @@
+"""The one source of truth for an MRL table's DDL.
+
+Migrations, the ``sql/`` install script, the Alembic operation and the tests
+all take their statements from here; the ORM model is tested against it.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from .config import TableConfig
+
+__all__ = [
+    "prefix_expression",
+    "extension_ddl",
+    "table_ddl",
+    "index_ddl",
+    "metadata_index_ddl",
+    "hnsw_index_ddl",
+    "render",
+]
+
+
+def prefix_expression(source: sql.Composable, prefix_dim: int) -> sql.Composed:
+    """``l2_normalize(subvector(source, 1, P))::halfvec(P)``: the re-normalized prefix.
+
+    The stored column and every query vector's prefix are both built by this
+    function, so they can never be derived two different ways.
+    """
+    return sql.SQL("l2_normalize(subvector({source}, 1, {p}))::halfvec({p})").format(
+        source=source, p=sql.Literal(prefix_dim)
+    )
+
+
+def extension_ddl() -> sql.Composed:
+    """``CREATE EXTENSION IF NOT EXISTS vector``."""
+    return sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier("vector"))
+
+
+def table_ddl(config: TableConfig) -> sql.Composed:
+    """``CREATE TABLE`` with the generated prefix column and the CHECK constraints."""
+    embedding = sql.Identifier(config.embedding_column)
+    return sql.SQL(
+        """CREATE TABLE {table} (
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    external_id text,
+    content text,
+    metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    {embedding} vector({n}) NOT NULL,
+    {prefix} halfvec({p}) GENERATED ALWAYS AS ({prefix_expr}) STORED,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT {pkey} PRIMARY KEY (id),
+    CONSTRAINT {external_key} UNIQUE (external_id),
+    CONSTRAINT {nonzero} CHECK (vector_norm({embedding}) > 0),
+    CONSTRAINT {prefix_nonzero} CHECK (vector_norm(subvector({embedding}, 1, {p})) > 0),
+    CONSTRAINT {metadata_object} CHECK (jsonb_typeof(metadata) = 'object')
+)"""
+    ).format(
+        table=config.table,
+        embedding=embedding,
+        prefix=sql.Identifier(config.prefix_column),
+        prefix_expr=prefix_expression(embedding, config.prefix_dim),
+        n=sql.Literal(config.full_dim),
+        p=sql.Literal(config.prefix_dim),
+        pkey=sql.Identifier(config.pkey_name),
+        external_key=sql.Identifier(config.external_id_key_name),
+        nonzero=sql.Identifier(config.nonzero_check_name),
+        prefix_nonzero=sql.Identifier(config.prefix_nonzero_check_name),
+        metadata_object=sql.Identifier(config.metadata_check_name),
+    )
+
+
+def hnsw_index_ddl(config: TableConfig, *, if_not_exists: bool = False) -> sql.Composed:
+    """The HNSW index on the unit-length halfvec prefix, cosine distance."""
+    return sql.SQL(
+        "CREATE INDEX {ine}{name} ON {table} USING hnsw ({prefix} halfvec_cosine_ops) "
+        "WITH (m = {m}, ef_construction = {ef})"
+    ).format(
+        ine=sql.SQL("IF NOT EXISTS " if if_not_exists else ""),
+        name=sql.Identifier(config.hnsw_index_name),
+        table=config.table,
+        prefix=sql.Identifier(config.prefix_column),
+        m=sql.Literal(config.hnsw_m),
+        ef=sql.Literal(config.hnsw_ef_construction),
+    )
+
+
+def metadata_index_ddl(config: TableConfig) -> sql.Composed:
+    """GIN over metadata with ``jsonb_path_ops``: small, and serves ``@>`` containment."""
+    return sql.SQL("CREATE INDEX {name} ON {table} USING gin (metadata jsonb_path_ops)").format(
+        name=sql.Identifier(config.metadata_index_name), table=config.table
+    )
+
+
+def index_ddl(config: TableConfig) -> list[sql.Composed]:
+    """Both indexes of the table."""
+    return [hnsw_index_ddl(config), metadata_index_ddl(config)]
+
+
+def render(statement: sql.Composable) -> str:
+    """SQL text of a composed statement; names and numbers are validated, so no connection is needed."""
+    return statement.as_string(None)

@@ -1,0 +1,257 @@
+"""Adaptive and exact search over a psycopg connection (sync and async).
+
+Each search runs in its own transaction (a savepoint inside the caller's),
+pipelined: BEGIN, the transaction-local HNSW settings, the statement and
+COMMIT leave in one network round trip. Statements are never prepared, so
+a cached generic plan can never replace the per-call plan.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from .config import TableConfig
+from .errors import DatabaseError
+from .query import (
+    SearchParams,
+    adaptive_search_sql,
+    exact_search_sql,
+    scan_settings_sql,
+    search_parameters,
+)
+from .vectors import FloatArray, as_embedding
+
+__all__ = [
+    "SearchResult",
+    "SearchStatement",
+    "adaptive_search_statement",
+    "exact_search_statement",
+    "search",
+    "exact_search",
+    "explain",
+    "search_async",
+    "exact_search_async",
+]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One row of a search: ``distance`` is full-dimension cosine distance (0 = same direction)."""
+
+    id: int
+    external_id: str | None
+    content: str | None
+    metadata: dict[str, Any]
+    distance: float
+
+
+@dataclass(frozen=True)
+class SearchStatement:
+    """A search as psycopg objects: run ``settings`` then ``statement`` in one transaction."""
+
+    settings: sql.Composed
+    statement: sql.Composed
+    params: dict[str, Any]
+
+
+def _query_vector(config: TableConfig, query: Any) -> FloatArray:
+    return as_embedding(
+        query, config.full_dim, prefix_dim=config.prefix_dim, what="query embedding"
+    )
+
+
+def adaptive_search_statement(
+    config: TableConfig,
+    query: Any,
+    *,
+    k: int = 10,
+    oversample: int = 8,
+    filter: Mapping[str, Any] | None = None,
+    max_scan_tuples: int | None = None,
+) -> SearchStatement:
+    """The adaptive search for one full-dimension ``query`` as psycopg ``Composed`` + parameters.
+
+    >>> s = adaptive_search_statement(TableConfig(), [1.0] * 1536, k=5)
+    >>> s.params["pool"], s.params["ef_search"]
+    (40, '40')
+    """
+    params = SearchParams(k=k, oversample=oversample, filter=filter,
+                          max_scan_tuples=max_scan_tuples)
+    values = search_parameters(params) | {"query": _query_vector(config, query)}
+    statement = adaptive_search_sql(
+        config,
+        query=sql.Placeholder("query"),
+        pool=sql.Placeholder("pool"),
+        k=sql.Placeholder("k"),
+        filter=sql.Placeholder("filter") if params.has_filter else None,
+    )
+    return SearchStatement(settings=scan_settings_sql(), statement=statement, params=values)
+
+
+_EXACT_SETTINGS = sql.SQL(
+    "SELECT set_config('enable_indexscan', 'off', true), "
+    "set_config('enable_indexonlyscan', 'off', true)"
+)
+
+
+def exact_search_statement(
+    config: TableConfig,
+    query: Any,
+    *,
+    k: int = 10,
+    filter: Mapping[str, Any] | None = None,
+) -> SearchStatement:
+    """Exact full-dimension search: index scans off for the transaction, every row compared."""
+    params = SearchParams(k=k, oversample=1, filter=filter)
+    values = {
+        "query": _query_vector(config, query),
+        "k": params.k,
+        "filter": params.filter_json,
+    }
+    statement = exact_search_sql(
+        config,
+        query=sql.Placeholder("query"),
+        k=sql.Placeholder("k"),
+        filter=sql.Placeholder("filter") if params.has_filter else None,
+    )
+    return SearchStatement(settings=_EXACT_SETTINGS, statement=statement, params=values)
+
+
+def _rows_to_results(rows: list[tuple[Any, ...]]) -> list[SearchResult]:
+    return [
+        SearchResult(id=r[0], external_id=r[1], content=r[2], metadata=r[3], distance=float(r[4]))
+        for r in rows
+    ]
+
+
+def _run(conn: psycopg.Connection[Any], search: SearchStatement) -> list[tuple[Any, ...]]:
+    try:
+        with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+            cur.execute(search.settings, search.params, prepare=False)
+            cur.execute(search.statement, search.params, prepare=False)
+            return cur.fetchall()
+    except psycopg.Error as exc:
+        raise DatabaseError(f"search failed: {exc}") from exc
+
+
+async def _run_async(
+    conn: psycopg.AsyncConnection[Any], search: SearchStatement
+) -> list[tuple[Any, ...]]:
+    try:
+        async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+            await cur.execute(search.settings, search.params, prepare=False)
+            await cur.execute(search.statement, search.params, prepare=False)
+            return await cur.fetchall()
+    except psycopg.Error as exc:
+        raise DatabaseError(f"search failed: {exc}") from exc
+
+
+def search(
+    conn: psycopg.Connection[Any],
+    config: TableConfig,
+    query: Any,
+    *,
+    k: int = 10,
+    oversample: int = 8,
+    filter: Mapping[str, Any] | None = None,
+    max_scan_tuples: int | None = None,
+) -> list[SearchResult]:
+    """Adaptive search: ``k * oversample`` candidates by prefix (HNSW), re-ranked by full cosine.
+
+    >>> search(conn, TableConfig(), embedding, k=10, filter={"lang": "en"})  # doctest: +SKIP
+    """
+    statement = adaptive_search_statement(
+        config, query, k=k, oversample=oversample, filter=filter,
+        max_scan_tuples=max_scan_tuples,
+    )
+    return _rows_to_results(_run(conn, statement))
+
+
+def exact_search(
+    conn: psycopg.Connection[Any],
+    config: TableConfig,
+    query: Any,
+    *,
+    k: int = 10,
+    filter: Mapping[str, Any] | None = None,
+) -> list[SearchResult]:
+    """Exact search on the full vectors (sequential scan): ground truth, or for small tables."""
+    return _rows_to_results(_run(conn, exact_search_statement(config, query, k=k, filter=filter)))
+
+
+async def search_async(
+    conn: psycopg.AsyncConnection[Any],
+    config: TableConfig,
+    query: Any,
+    *,
+    k: int = 10,
+    oversample: int = 8,
+    filter: Mapping[str, Any] | None = None,
+    max_scan_tuples: int | None = None,
+) -> list[SearchResult]:
+    """Async twin of :func:`search`."""
+    statement = adaptive_search_statement(
+        config, query, k=k, oversample=oversample, filter=filter,
+        max_scan_tuples=max_scan_tuples,
+    )
+    return _rows_to_results(await _run_async(conn, statement))
+
+
+async def exact_search_async(
+    conn: psycopg.AsyncConnection[Any],
+    config: TableConfig,
+    query: Any,
+    *,
+    k: int = 10,
+    filter: Mapping[str, Any] | None = None,
+) -> list[SearchResult]:
+    """Async twin of :func:`exact_search`."""
+    return _rows_to_results(
+        await _run_async(conn, exact_search_statement(config, query, k=k, filter=filter))
+    )
+
+
+def explain(
+    conn: psycopg.Connection[Any],
+    config: TableConfig,
+    query: Any,
+    *,
+    k: int = 10,
+    oversample: int = 8,
+    filter: Mapping[str, Any] | None = None,
+    exact: bool = False,
+    analyze: bool = False,
+    as_json: bool = False,
+) -> Any:
+    """The plan PostgreSQL uses for this search, under the same settings the search runs with.
+
+    Text by default; ``as_json=True`` returns the parsed ``FORMAT JSON`` plan.
+    ``analyze=True`` runs the statement and reports actual row counts.
+    """
+    if exact:
+        stmt = exact_search_statement(config, query, k=k, filter=filter)
+    else:
+        stmt = adaptive_search_statement(config, query, k=k, oversample=oversample, filter=filter)
+    options = sql.SQL(", ").join(
+        sql.SQL(o)
+        for o in (["ANALYZE", "BUFFERS"] if analyze else [])
+        + (["FORMAT JSON"] if as_json else ["FORMAT TEXT"])
+    )
+    explained = SearchStatement(
+        settings=stmt.settings,
+        statement=sql.SQL("EXPLAIN ({}) {}").format(options, stmt.statement),
+        params=stmt.params,
+    )
+    rows = _run(conn, explained)
+    if as_json:
+        plan = rows[0][0]
+        return json.loads(plan) if isinstance(plan, str) else plan
+    return "\n".join(r[0] for r in rows)
+
+
