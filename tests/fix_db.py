@@ -19,7 +19,6 @@ from mrl_pg.db import configure_connection, sqlalchemy_url
 from mrl_pg.server import EmbeddedServer
 from mrl_pg.settings import read_environment
 
-TEST_DATABASE = "mrl_pg_test"
 
 
 def _with_database(dsn: str, dbname: str) -> str:
@@ -35,20 +34,22 @@ def server_dsn() -> str:
 
 @pytest.fixture(scope="session")
 def database_dsn(server_dsn: str) -> Iterator[str]:
-    """A database for this test session. On the embedded server it is created afresh;
+    """A database for this test session. On the embedded server a new one is created and dropped afterwards;
     on a server named by MRL_PG_DSN the named database is used and tests keep to
     their own schemas."""
     if read_environment().dsn:
         yield server_dsn
         return
+    name = f"mrl_pg_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(TEST_DATABASE)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DATABASE)))
-    dsn = _with_database(server_dsn, TEST_DATABASE)
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = _with_database(server_dsn, name)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     yield dsn
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
 
 
 @pytest.fixture

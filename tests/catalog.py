@@ -1,0 +1,44 @@
+"""Reading a table's definition back from the PostgreSQL catalog, for comparisons."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+
+def describe_table(conn: psycopg.Connection[Any], schema: str, table: str) -> dict[str, Any]:
+    """Columns, generation expressions, constraints and indexes, schema names stripped."""
+    oid = conn.execute(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (schema, table),
+    ).fetchone()
+    assert oid is not None, f"{schema}.{table} does not exist"
+    columns = conn.execute(
+        """SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                  a.attgenerated, a.attidentity, pg_get_expr(d.adbin, d.adrelid)
+           FROM pg_attribute a LEFT JOIN pg_attrdef d
+             ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+           WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+           ORDER BY a.attnum""",
+        oid,
+    ).fetchall()
+    constraints = conn.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = %s ORDER BY conname",
+        oid,
+    ).fetchall()
+    indexes = conn.execute(
+        "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index "
+        "WHERE indrelid = %s ORDER BY 1",
+        oid,
+    ).fetchall()
+    strip = f"{schema}."
+    return {
+        "columns": [tuple(c) for c in columns],
+        "constraints": [(n, d.replace(strip, "")) for n, d in constraints],
+        "indexes": sorted(
+            (n.replace(strip, ""), d.replace(strip, "")) for n, d in indexes
+        ),
+    }
