@@ -1,0 +1,203 @@
+"""Adaptive search on 20,000 x 1536 Matryoshka-like rows: plan, pool, recall, filters."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from psycopg import sql
+
+from mrl_pg import exact_search, explain, search
+from mrl_pg.errors import DimensionMismatchError, InvalidSearchError, InvalidVectorError
+from mrl_pg.query import adaptive_search_sql
+from mrl_pg.search import adaptive_search_statement
+from tests.planinfo import candidate_limit, index_scans, nodes
+
+
+def recall(found: list[int], truth: list[int]) -> float:
+    return len(set(found) & set(truth)) / len(truth)
+
+
+def test_adaptive_search_walks_the_prefix_hnsw_index(corpus, corpus_conn):
+    plan = explain(corpus_conn, corpus.config, corpus.queries[0], as_json=True)
+    scans = index_scans(plan, corpus.config.hnsw_index_name)
+    assert len(scans) == 1 and scans[0]["Node Type"] == "Index Scan"
+    assert "embedding_prefix <=>" in scans[0]["Order By"]
+    assert not [n for n in nodes(plan) if n["Node Type"] == "Seq Scan"]
+
+
+@pytest.mark.parametrize("k", [10, 50, 100])
+@pytest.mark.parametrize("oversample", [8, 16, 32])
+def test_candidate_pool_is_k_times_oversample_even_above_ef_search(
+    corpus, corpus_conn, k, oversample
+):
+    query = corpus.queries[k + oversample]
+    pool = k * oversample
+    # Whatever plan the planner picks for this pool size, the pool is full.
+    plan = explain(corpus_conn, corpus.config, query, k=k, oversample=oversample,
+                   analyze=True, as_json=True)
+    assert candidate_limit(plan)["Actual Rows"] == pool
+    # And through the HNSW index itself (the plan on large tables), including pools above
+    # hnsw.ef_search's ceiling of 1000, which only the iterative scan can fill.
+    with corpus_conn.transaction():
+        corpus_conn.execute("SET LOCAL enable_seqscan = off")
+        plan = explain(corpus_conn, corpus.config, query, k=k, oversample=oversample,
+                       analyze=True, as_json=True)
+        results = search(corpus_conn, corpus.config, query, k=k, oversample=oversample)
+    scans = index_scans(plan, corpus.config.hnsw_index_name)
+    assert scans and scans[0]["Actual Rows"] == pool
+    assert candidate_limit(plan)["Actual Rows"] == pool
+    assert len(results) == k
+    distances = [r.distance for r in results]
+    assert distances == sorted(distances)
+
+
+def test_without_the_settings_a_naive_query_gets_only_ef_search_candidates(corpus, corpus_conn):
+    """The trap the settings exist for: default hnsw.ef_search = 40 caps an 80-row pool."""
+    statement = adaptive_search_sql(
+        corpus.config, query=sql.Placeholder("query"), pool=sql.Placeholder("pool"),
+        k=sql.Placeholder("k"),
+    )
+    with corpus_conn.transaction():
+        corpus_conn.execute("SET LOCAL hnsw.iterative_scan = off")
+        corpus_conn.execute("SET LOCAL hnsw.ef_search = 40")
+        rows = corpus_conn.execute(
+            sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) {}").format(statement),
+            {"query": corpus.queries[0], "pool": 80, "k": 10},
+        ).fetchone()
+    assert rows is not None
+    assert candidate_limit(rows[0])["Actual Rows"] == 40
+
+
+def test_adaptive_recall_at_10_against_exact_is_at_least_098(corpus, corpus_conn):
+    recalls, adaptive_ms, exact_ms = [], [], []
+    for query in corpus.queries[:100]:
+        t0 = time.perf_counter()
+        found = search(corpus_conn, corpus.config, query, k=10)
+        t1 = time.perf_counter()
+        truth = exact_search(corpus_conn, corpus.config, query, k=10)
+        t2 = time.perf_counter()
+        adaptive_ms.append((t1 - t0) * 1000)
+        exact_ms.append((t2 - t1) * 1000)
+        recalls.append(recall([r.id for r in found], [r.id for r in truth]))
+    mean = float(np.mean(recalls))
+    print(f"\nrecall@10 adaptive 8x vs exact over 100 queries on 20,000 x 1536: {mean:.4f}; "
+          f"mean latency adaptive {np.mean(adaptive_ms):.1f} ms, exact {np.mean(exact_ms):.1f} ms")
+    assert mean >= 0.98
+
+
+def test_exact_search_matches_numpy_brute_force(corpus, corpus_conn):
+    embeddings = corpus.corpus.embeddings
+    for query in corpus.queries[:5]:
+        sims = embeddings @ query / np.linalg.norm(query)
+        truth = [corpus.corpus.external_ids[i] for i in np.argsort(-sims)[:10]]
+        found = exact_search(corpus_conn, corpus.config, query, k=10)
+        assert [r.external_id for r in found] == truth
+        np.testing.assert_allclose([r.distance for r in found], 1 - np.sort(sims)[::-1][:10],
+                                   atol=1e-5)
+
+
+def test_exact_search_never_uses_the_index_even_after_many_adaptive_runs(corpus, corpus_conn):
+    """A cached generic plan of the adaptive statement must not leak into exact search."""
+    for query in corpus.queries[:8]:
+        search(corpus_conn, corpus.config, query)
+    for query in corpus.queries[:8]:
+        exact_search(corpus_conn, corpus.config, query)
+    plan = explain(corpus_conn, corpus.config, corpus.queries[0], exact=True, as_json=True)
+    assert not index_scans(plan, corpus.config.hnsw_index_name)
+    assert any(n["Node Type"] == "Seq Scan" for n in nodes(plan))
+
+
+def test_filter_matching_one_percent_still_returns_k_rows_with_high_recall(corpus, corpus_conn):
+    recalls = []
+    for i, query in enumerate(corpus.queries[:30]):
+        flt = {"bucket": i % 100}
+        found = search(corpus_conn, corpus.config, query, k=10, filter=flt)
+        truth = exact_search(corpus_conn, corpus.config, query, k=10, filter=flt)
+        assert len(found) == 10
+        assert all(r.metadata["bucket"] == i % 100 for r in found)
+        recalls.append(recall([r.id for r in found], [r.id for r in truth]))
+    print(f"\nrecall@10 with a 1% metadata filter over 30 queries: {np.mean(recalls):.4f}")
+    assert np.mean(recalls) >= 0.95
+
+
+def test_filter_matching_one_percent_through_the_hnsw_iterative_scan(corpus, corpus_conn):
+    """With the GIN index out of the way, the HNSW iterative scan alone keeps results full."""
+    recalls = []
+    for i, query in enumerate(corpus.queries[:20]):
+        flt = {"bucket": (i * 7) % 100}
+        with corpus_conn.transaction():
+            corpus_conn.execute("SET LOCAL enable_bitmapscan = off")
+            found = search(corpus_conn, corpus.config, query, k=10, filter=flt)
+        truth = exact_search(corpus_conn, corpus.config, query, k=10, filter=flt)
+        assert len(found) == 10
+        recalls.append(recall([r.id for r in found], [r.id for r in truth]))
+    print(f"\nrecall@10, 1% filter, iterative HNSW scan only: {np.mean(recalls):.4f}")
+    assert np.mean(recalls) >= 0.95
+
+
+def test_filter_matching_nothing_returns_no_rows_quickly_with_a_bounded_scan(corpus, corpus_conn):
+    query = corpus.queries[3]
+    t0 = time.perf_counter()
+    assert search(corpus_conn, corpus.config, query, filter={"bucket": 12345}) == []
+    gin_ms = (time.perf_counter() - t0) * 1000
+    # Force the HNSW path: the iterative scan gives up after max_scan_tuples.
+    with corpus_conn.transaction():
+        corpus_conn.execute("SET LOCAL enable_bitmapscan = off")
+        t0 = time.perf_counter()
+        assert search(corpus_conn, corpus.config, query, filter={"bucket": 12345},
+                      max_scan_tuples=2000) == []
+        hnsw_ms = (time.perf_counter() - t0) * 1000
+        corpus_conn.execute("SET LOCAL enable_bitmapscan = off")
+        plan = explain(corpus_conn, corpus.config, query, filter={"bucket": 12345},
+                       analyze=True, as_json=True)
+    print(f"\nempty filter: {gin_ms:.1f} ms via GIN, {hnsw_ms:.1f} ms via HNSW with "
+          "max_scan_tuples=2000")
+    scan = index_scans(plan, corpus.config.hnsw_index_name)
+    if scan:  # default budget: 20,000 tuples at most, never the whole table twice
+        assert scan[0]["Rows Removed by Filter"] <= 20_000 + 1000
+
+
+def test_fewer_matching_rows_than_k_returns_all_of_them(corpus, corpus_conn):
+    cluster = int(np.bincount(corpus.corpus.clusters).argmin())
+    size = int((corpus.corpus.clusters == cluster).sum())
+    found = search(corpus_conn, corpus.config, corpus.queries[0], k=size + 5,
+                   filter={"cluster": cluster})
+    assert len(found) == size
+
+
+def test_hostile_filter_keys_and_values_are_data_not_sql(corpus, corpus_conn):
+    hostile = {"'); DROP TABLE docs; --": "x' OR '1'='1", "bucket\"": 1}
+    assert search(corpus_conn, corpus.config, corpus.queries[0], filter=hostile) == []
+    assert exact_search(corpus_conn, corpus.config, corpus.queries[0], filter=hostile) == []
+    count = corpus_conn.execute(sql.SQL("SELECT count(*) FROM {}").format(corpus.config.table))
+    assert count.fetchone() == (20_000,)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"k": 0}, InvalidSearchError, "k must be between 1 and 1000, got 0"),
+        ({"k": 1001}, InvalidSearchError, "got 1001"),
+        ({"oversample": 0}, InvalidSearchError, "oversample must be at least 1"),
+        ({"filter": ["a"]}, InvalidSearchError, "filter must be a JSON object"),
+    ],
+)
+def test_bad_search_arguments_are_named(corpus, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        adaptive_search_statement(corpus.config, corpus.queries[0], **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("vector", "error", "message"),
+    [
+        (np.ones(1535), DimensionMismatchError, "has 1535 dimensions, expected 1536"),
+        (np.r_[np.nan, np.ones(1535)], InvalidVectorError, "NaN"),
+        (np.zeros(1536), InvalidVectorError, "zero vector"),
+        (np.r_[np.zeros(512), np.ones(1024)], InvalidVectorError, "first 512 dimensions"),
+    ],
+)
+def test_bad_query_vectors_are_refused_before_sql(corpus, vector, error, message):
+    with pytest.raises(error, match=message):
+        adaptive_search_statement(corpus.config, vector)
