@@ -5,6 +5,16 @@ prefix with a small HNSW index; a search takes ``k * oversample`` candidates
 by prefix and re-ranks them by full-dimension cosine in one statement.
 """
 
+from .client import (
+    SearchResult,
+    adaptive_search_statement,
+    exact_search,
+    exact_search_async,
+    exact_search_statement,
+    explain,
+    search,
+    search_async,
+)
 from .config import DEFAULT_FULL_DIM, DEFAULT_PREFIX_DIM, DEFAULT_TABLE, TableConfig
 from .db import connect, connect_async, sqlalchemy_url
 from .errors import (
@@ -20,16 +30,6 @@ from .errors import (
     ServerError,
 )
 from .install import create_ddl, drop_ddl, install, install_script
-from .search import (
-    SearchResult,
-    adaptive_search_statement,
-    exact_search,
-    exact_search_async,
-    exact_search_statement,
-    explain,
-    search,
-    search_async,
-)
 from .server import EmbeddedServer, resolve_dsn
 from .vectors import truncate_and_normalize
 

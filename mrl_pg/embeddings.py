@@ -86,7 +86,9 @@ class _EmbeddingClientBase:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise InvalidConfigError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+            raise InvalidConfigError(
+                f"max_retries must be a non-negative integer, got {max_retries!r}"
+            )
         self.model = model
         self.dimensions = dimensions
         self.max_batch_inputs = max_batch_inputs
@@ -129,7 +131,7 @@ class _EmbeddingClientBase:
         try:
             vector = np.asarray(embedding, dtype=np.float32)
         except (TypeError, ValueError) as exc:
-            raise EmbeddingError(f"{where}: the server's embedding is not a list of numbers") from exc
+            raise EmbeddingError(f"{where}: the server's embedding is not numbers") from exc
         if vector.ndim != 1:
             raise EmbeddingError(f"{where}: the server's embedding has shape {vector.shape}")
         if not np.isfinite(vector).all():
@@ -232,7 +234,8 @@ class EmbeddingClient(_EmbeddingClientBase):
 
     def embed_one(self, text: str) -> FloatArray:
         """Embed one text, for a query, as a 1-D float32 array."""
-        return self.embed([text])[0]
+        row: FloatArray = self.embed([text])[0]
+        return row
 
     def close(self) -> None:
         """Close the HTTP connections, unless the SDK client was passed in."""
@@ -311,7 +314,8 @@ class AsyncEmbeddingClient(_EmbeddingClientBase):
 
     async def embed_one(self, text: str) -> FloatArray:
         """Embed one text as a 1-D float32 array."""
-        return (await self.embed([text]))[0]
+        row: FloatArray = (await self.embed([text]))[0]
+        return row
 
     async def aclose(self) -> None:
         """Close the HTTP connections, unless the SDK client was passed in."""
@@ -407,16 +411,20 @@ def _request_error(exc: Exception, client: _EmbeddingClientBase, base_url: str) 
         hint = ""
         if client.send_dimensions and "dimension" in detail.lower():
             hint = "; if the server does not support `dimensions`, pass send_dimensions=False"
-        return EmbeddingError(f"{where} rejected the request (HTTP {exc.status_code}): {detail}{hint}")
+        return EmbeddingError(
+            f"{where} rejected the request (HTTP {exc.status_code}): {detail}{hint}"
+        )
     if isinstance(exc, openai.APIStatusError):
         return EmbeddingError(
             f"{where} failed with HTTP {exc.status_code} through every retry: {_detail(exc)}"
         )
     if isinstance(exc, openai.APITimeoutError):
-        return EmbeddingError(f"{where} did not answer in time: raise timeout= or lower the batch size")
+        return EmbeddingError(
+            f"{where} did not answer in time: raise timeout= or lower max_batch_inputs"
+        )
     if isinstance(exc, openai.APIConnectionError):
         return EmbeddingError(
-            f"cannot reach {where}: is it running? Set OPENAI_BASE_URL (or base_url=) to its address"
+            f"cannot reach {where}: is it running? Set OPENAI_BASE_URL or base_url= to its address"
         )
     return EmbeddingError(f"{where} failed: {exc}")
 

@@ -26,7 +26,9 @@ __all__ = [
     "MAX_EF_SEARCH",
     "adaptive_search_sql",
     "exact_search_sql",
-    "scan_settings_sql",
+    "scan_settings",
+    "EXACT_SETTINGS",
+    "settings_sql",
     "ef_search_for",
 ]
 
@@ -127,7 +129,7 @@ def adaptive_search_sql(
     halfvec``), so the planner can walk the HNSW index. ``MATERIALIZED`` keeps
     the candidate LIMIT from being flattened into the outer query.
     """
-    where = sql.SQL("")
+    where: sql.Composable = sql.SQL("")
     if filter is not None:
         where = sql.SQL("\n    WHERE metadata @> {}::jsonb").format(filter)
     return sql.SQL(
@@ -165,7 +167,7 @@ def exact_search_sql(
     Its text differs from the adaptive statement's, so a cached plan of one is
     never reused for the other.
     """
-    where = sql.SQL("")
+    where: sql.Composable = sql.SQL("")
     if filter is not None:
         where = sql.SQL("\nWHERE metadata @> {}::jsonb").format(filter)
     return sql.SQL(
@@ -176,26 +178,40 @@ LIMIT {k}"""
     ).format(result=_result_select(config, query), table=config.table, where=where, k=k)
 
 
-def scan_settings_sql() -> sql.Composed:
-    """Transaction-local HNSW settings for one search, set in one round trip.
+def scan_settings(params: SearchParams) -> list[tuple[str, str]]:
+    """Transaction-local settings for one adaptive search, as (name, value) pairs.
 
     ``hnsw.ef_search`` raised to the pool (an HNSW scan returns at most
     ef_search rows otherwise), iterative scans on so a filter or a pool above
-    1000 still fills, and a bound on how far the scan may go.
+    1000 still fills, a bound on how far such a scan may go, and custom plans
+    only, so a cached generic plan never replaces the per-call one.
     """
-    return sql.SQL(
-        "SELECT set_config('hnsw.ef_search', {ef}, true), "
-        "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-        "set_config('hnsw.max_scan_tuples', {max_scan}, true)"
-    ).format(ef=sql.Placeholder("ef_search"), max_scan=sql.Placeholder("max_scan_tuples"))
+    return [
+        ("hnsw.ef_search", str(params.ef_search)),
+        ("hnsw.iterative_scan", "relaxed_order"),
+        ("hnsw.max_scan_tuples", str(params.scan_tuples)),
+        ("plan_cache_mode", "force_custom_plan"),
+    ]
+
+
+EXACT_SETTINGS: list[tuple[str, str]] = [
+    ("enable_indexscan", "off"),
+    ("enable_indexonlyscan", "off"),
+    ("plan_cache_mode", "force_custom_plan"),
+]
+"""Transaction-local settings for exact search: no index scan, so every row is compared."""
+
+
+def settings_sql(settings: list[tuple[str, str]]) -> sql.Composed:
+    """One ``SELECT set_config(name, value, true), ...``: every setting in one round trip."""
+    return sql.SQL("SELECT {}").format(
+        sql.SQL(", ").join(
+            sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
+            for name, value in settings
+        )
+    )
 
 
 def search_parameters(params: SearchParams) -> dict[str, Any]:
-    """Named parameter values for the psycopg front end (the query vector is added by the caller)."""
-    return {
-        "pool": params.pool,
-        "k": params.k,
-        "filter": params.filter_json,
-        "ef_search": str(params.ef_search),
-        "max_scan_tuples": str(params.scan_tuples),
-    }
+    """Named parameter values for the psycopg front end; the caller adds the query vector."""
+    return {"pool": params.pool, "k": params.k, "filter": params.filter_json}

@@ -87,7 +87,7 @@ def make_corpus(
     langs = rng.integers(0, len(_LANGS), size=n)
     metadata = [
         {"cluster": int(c), "bucket": int(b), "lang": _LANGS[int(lang)]}
-        for c, b, lang in zip(assignment, buckets, langs)
+        for c, b, lang in zip(assignment, buckets, langs, strict=True)
     ]
     return SyntheticCorpus(
         embeddings=embeddings,

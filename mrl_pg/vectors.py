@@ -44,7 +44,8 @@ def truncate_and_normalize(vectors: npt.ArrayLike, dim: int) -> FloatArray:
         row = int(np.flatnonzero(zero)[0])
         where = f"row {row}: " if array.ndim == 2 else ""
         raise InvalidVectorError(f"{where}the first {dim} dimensions are all zero")
-    return (prefix / norms).astype(np.float32)
+    normalized: FloatArray = (prefix / norms).astype(np.float32)
+    return normalized
 
 
 def as_embedding(

@@ -24,7 +24,7 @@ CREATE TABLE "mrl_documents" (
     CONSTRAINT "mrl_documents_embedding_nonzero" CHECK (vector_norm("embedding") > 0),
     CONSTRAINT "mrl_documents_embedding_prefix_nonzero" CHECK (vector_norm(subvector("embedding", 1, 512)) > 0),
     CONSTRAINT "mrl_documents_metadata_object" CHECK (jsonb_typeof(metadata) = 'object')
-);
+) WITH (toast_tuple_target = 8160);
 
 CREATE INDEX "mrl_documents_embedding_prefix_hnsw" ON "mrl_documents" USING hnsw ("embedding_prefix" halfvec_cosine_ops) WITH (m = 16, ef_construction = 64);
 

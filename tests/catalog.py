@@ -34,8 +34,10 @@ def describe_table(conn: psycopg.Connection[Any], schema: str, table: str) -> di
         "WHERE indrelid = %s ORDER BY 1",
         oid,
     ).fetchall()
+    options = conn.execute("SELECT reloptions FROM pg_class WHERE oid = %s", oid).fetchone()
     strip = f"{schema}."
     return {
+        "options": options[0] if options else None,
         "columns": [tuple(c) for c in columns],
         "constraints": [(n, d.replace(strip, "")) for n, d in constraints],
         "indexes": sorted(

@@ -20,7 +20,6 @@ from mrl_pg.server import EmbeddedServer
 from mrl_pg.settings import read_environment
 
 
-
 def _with_database(dsn: str, dbname: str) -> str:
     return make_conninfo(dsn, dbname=dbname)
 

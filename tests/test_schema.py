@@ -77,7 +77,7 @@ def test_stored_prefix_is_numpys_truncate_and_renormalize_at_halfvec_precision(c
         _insert(conn, config, v, f"v{i}")
     rows = conn.execute("SELECT embedding_prefix FROM docs ORDER BY id").fetchall()
     expected = truncate_and_normalize(vectors, 512).astype(np.float16)
-    for (stored,), want in zip(rows, expected):
+    for (stored,), want in zip(rows, expected, strict=True):
         got = stored.to_numpy()
         assert got.dtype == np.float16
         np.testing.assert_array_equal(got, want)

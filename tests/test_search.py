@@ -9,9 +9,9 @@ import pytest
 from psycopg import sql
 
 from mrl_pg import exact_search, explain, search
+from mrl_pg.client import adaptive_search_statement
 from mrl_pg.errors import DimensionMismatchError, InvalidSearchError, InvalidVectorError
 from mrl_pg.query import adaptive_search_sql
-from mrl_pg.search import adaptive_search_statement
 from tests.planinfo import candidate_limit, index_scans, nodes
 
 

@@ -19,11 +19,13 @@ from psycopg import sql
 from .config import TableConfig
 from .errors import DatabaseError
 from .query import (
+    EXACT_SETTINGS,
     SearchParams,
     adaptive_search_sql,
     exact_search_sql,
-    scan_settings_sql,
+    scan_settings,
     search_parameters,
+    settings_sql,
 )
 from .vectors import FloatArray, as_embedding
 
@@ -78,8 +80,8 @@ def adaptive_search_statement(
     """The adaptive search for one full-dimension ``query`` as psycopg ``Composed`` + parameters.
 
     >>> s = adaptive_search_statement(TableConfig(), [1.0] * 1536, k=5)
-    >>> s.params["pool"], s.params["ef_search"]
-    (40, '40')
+    >>> s.params["pool"], s.params["k"]
+    (40, 5)
     """
     params = SearchParams(k=k, oversample=oversample, filter=filter,
                           max_scan_tuples=max_scan_tuples)
@@ -91,13 +93,9 @@ def adaptive_search_statement(
         k=sql.Placeholder("k"),
         filter=sql.Placeholder("filter") if params.has_filter else None,
     )
-    return SearchStatement(settings=scan_settings_sql(), statement=statement, params=values)
-
-
-_EXACT_SETTINGS = sql.SQL(
-    "SELECT set_config('enable_indexscan', 'off', true), "
-    "set_config('enable_indexonlyscan', 'off', true)"
-)
+    return SearchStatement(
+        settings=settings_sql(scan_settings(params)), statement=statement, params=values
+    )
 
 
 def exact_search_statement(
@@ -120,7 +118,7 @@ def exact_search_statement(
         k=sql.Placeholder("k"),
         filter=sql.Placeholder("filter") if params.has_filter else None,
     )
-    return SearchStatement(settings=_EXACT_SETTINGS, statement=statement, params=values)
+    return SearchStatement(settings=settings_sql(EXACT_SETTINGS), statement=statement, params=values)
 
 
 def _rows_to_results(rows: list[tuple[Any, ...]]) -> list[SearchResult]:
@@ -133,7 +131,7 @@ def _rows_to_results(rows: list[tuple[Any, ...]]) -> list[SearchResult]:
 def _run(conn: psycopg.Connection[Any], search: SearchStatement) -> list[tuple[Any, ...]]:
     try:
         with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
-            cur.execute(search.settings, search.params, prepare=False)
+            cur.execute(search.settings, prepare=False)
             cur.execute(search.statement, search.params, prepare=False)
             return cur.fetchall()
     except psycopg.Error as exc:
@@ -145,7 +143,7 @@ async def _run_async(
 ) -> list[tuple[Any, ...]]:
     try:
         async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
-            await cur.execute(search.settings, search.params, prepare=False)
+            await cur.execute(search.settings, prepare=False)
             await cur.execute(search.statement, search.params, prepare=False)
             return await cur.fetchall()
     except psycopg.Error as exc:
