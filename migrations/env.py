@@ -1,7 +1,8 @@
 """Alembic environment for mrl_pg's own schema.
 
 A connection handed over in ``config.attributes["connection"]`` is used as
-is (programs and tests); otherwise the DSN comes from ``config.attributes["dsn"]``, ``-x dsn=...`` or
+is (programs and tests); otherwise the DSN comes from
+``config.attributes["dsn"]``, ``-x dsn=...`` or
 :func:`mrl_pg.server.resolve_dsn`. The version table is
 ``mrl_pg_alembic_version`` so it never collides with the host application's.
 """

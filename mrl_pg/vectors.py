@@ -73,7 +73,8 @@ def as_embedding(
     _check_finite_nonzero(array, what)
     if prefix_dim is not None and not array[:prefix_dim].any():
         raise InvalidVectorError(
-            f"{what}: the first {prefix_dim} dimensions are all zero, so its prefix has no direction"
+            f"{what}: the first {prefix_dim} dimensions are all zero, "
+            "so its prefix has no direction"
         )
     return array
 
@@ -112,7 +113,8 @@ def _to_list(vector: Any) -> Sequence[float] | npt.NDArray[Any]:
 
 def _check_finite_nonzero(array: FloatArray, what: str) -> None:
     if np.isnan(array).any():
-        raise InvalidVectorError(f"{what} contains NaN at index {int(np.flatnonzero(np.isnan(array))[0])}")
+        index = int(np.flatnonzero(np.isnan(array))[0])
+        raise InvalidVectorError(f"{what} contains NaN at index {index}")
     if np.isinf(array).any():
         raise InvalidVectorError(
             f"{what} contains infinity at index {int(np.flatnonzero(np.isinf(array))[0])}"

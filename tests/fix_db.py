@@ -33,9 +33,11 @@ def server_dsn() -> str:
 
 @pytest.fixture(scope="session")
 def database_dsn(server_dsn: str) -> Iterator[str]:
-    """A database for this test session. On the embedded server a new one is created and dropped afterwards;
-    on a server named by MRL_PG_DSN the named database is used and tests keep to
-    their own schemas."""
+    """A database for this test session.
+
+    On the embedded server a new one is created and dropped afterwards; on a
+    server named by MRL_PG_DSN that database is used, each test in its own schema.
+    """
     if read_environment().dsn:
         yield server_dsn
         return

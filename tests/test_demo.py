@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import psycopg
-from psycopg import sql
 from click.testing import CliRunner
+from psycopg import sql
 
 from mrl_pg.cli._app import cli
 from mrl_pg.demo_text import TEXT_DEMO_TABLE

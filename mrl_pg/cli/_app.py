@@ -74,7 +74,7 @@ def _register() -> None:
     # Optional command modules: each defines COMMANDS.
     import importlib
 
-    for name in ("_ingest", "_index", "_search", "_demo"):
+    for name in ("_ingest", "_index", "_search", "_demo", "_bench"):
         try:
             module = importlib.import_module(f"{__package__}.{name}")
         except ModuleNotFoundError as exc:

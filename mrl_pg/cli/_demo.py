@@ -24,7 +24,8 @@ def render_report(report: DemoReport, total_seconds: float) -> str:
     o = report.options
     rows = [
         ("", "exact", f"adaptive {o.oversample}x", "prefix only"),
-        ("", f"({o.full_dim}-d scan)", f"({o.prefix_dim}-d HNSW+rerank)", f"({o.prefix_dim}-d HNSW)"),
+        ("", f"({o.full_dim}-d scan)", f"({o.prefix_dim}-d HNSW+rerank)",
+         f"({o.prefix_dim}-d HNSW)"),
         (f"recall@{o.k}", *(f"{s.recall:.3f}" for s in
                             (report.exact, report.adaptive, report.prefix_only))),
         ("mean latency", *(f"{s.mean_ms:.1f} ms" for s in
@@ -33,9 +34,12 @@ def render_report(report: DemoReport, total_seconds: float) -> str:
                           (report.exact, report.adaptive, report.prefix_only))),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    table = "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
     full_index = report.estimated_full_index_bytes
     saved = 1 - report.prefix_index_bytes / full_index if full_index else 0.0
+    saved_ms = report.exact.mean_ms - report.adaptive.mean_ms
     lines = [
         f"mrl_pg demo: {o.rows:,} x {o.full_dim} synthetic Matryoshka-like vectors "
         f"(seed {o.seed}), {o.queries} queries, k={o.k}",
@@ -45,8 +49,8 @@ def render_report(report: DemoReport, total_seconds: float) -> str:
         f"adaptive is {report.speedup:.0f}x faster than exact at recall@{o.k} "
         f"{report.adaptive.recall:.3f}; re-ranking lifts prefix-only recall "
         f"{report.prefix_only.recall:.3f} -> {report.adaptive.recall:.3f}",
-        f"time saved per query: {report.exact.mean_ms - report.adaptive.mean_ms:.1f} ms "
-        f"({o.queries} queries: {(report.exact.mean_ms - report.adaptive.mean_ms) * o.queries / 1000:.1f} s)",
+        f"time saved per query: {saved_ms:.1f} ms "
+        f"({o.queries} queries: {saved_ms * o.queries / 1000:.1f} s)",
         f"table (heap + TOAST):        {_mb(report.table_bytes)}",
         f"prefix HNSW index:           {_mb(report.prefix_index_bytes)} "
         f"(halfvec({o.prefix_dim}), built in {report.index_seconds:.1f} s)",
