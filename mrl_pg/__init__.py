@@ -29,6 +29,7 @@ from .errors import (
     MrlPgError,
     ServerError,
 )
+from .ingest import IngestReport, ingest_arrays, ingest_file, ingest_records
 from .install import create_ddl, drop_ddl, install, install_script
 from .server import EmbeddedServer, resolve_dsn
 from .vectors import truncate_and_normalize
@@ -51,6 +52,10 @@ __all__ = [
     "InvalidVectorError",
     "MrlPgError",
     "ServerError",
+    "IngestReport",
+    "ingest_arrays",
+    "ingest_file",
+    "ingest_records",
     "create_ddl",
     "drop_ddl",
     "install",

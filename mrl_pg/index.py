@@ -1,0 +1,597 @@
+"""Building the prefix HNSW index after a bulk load, with progress, and reading its state.
+
+Loading rows first and indexing afterwards is much faster than keeping HNSW up
+to date row by row. pgvector builds the graph in memory as long as it fits in
+``maintenance_work_mem`` and in parallel with ``max_parallel_maintenance_workers``;
+:func:`build_hnsw_index` sets both for the build only, sizes the memory to the
+estimated graph, and reports what happened.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg.pq import TransactionStatus
+
+from .config import TableConfig
+from .errors import DatabaseError, InvalidConfigError, MrlPgError
+from .schema import hnsw_index_ddl
+
+__all__ = [
+    "IndexProgress",
+    "IndexBuildReport",
+    "IndexStatus",
+    "PHASE_DONE",
+    "build_hnsw_index",
+    "drop_hnsw_index",
+    "index_status",
+    "estimate_hnsw_bytes",
+    "fits_in_memory",
+    "default_maintenance_work_mem",
+    "default_parallel_workers",
+]
+
+PHASE_DONE = "done"
+"""Phase of the last :class:`IndexProgress`, sent once the index is built."""
+
+_KB = 1024
+_MB = 1024 * _KB
+_GB = 1024 * _MB
+
+# Layout of pgvector's in-memory build graph (hnsw.h, hnswutils.c, 0.8): one
+# HnswElementData per row, an array of per-level neighbour-array pointers, one
+# neighbour array per level (2*m HnswCandidates on level 0, m above) and a
+# copy of the halfvec. A serial build allocates each piece in a generation
+# memory context, which adds a chunk header to every allocation.
+_ELEMENT_BYTES = 128
+_CANDIDATE_BYTES = 16
+_NEIGHBOR_ARRAY_HEADER = 8
+_POINTER_BYTES = 8
+_CHUNK_HEADER = 8
+_HALFVEC_HEADER = 8
+# The graph context grows in 1 MB blocks; a parallel build also keeps ~4 MB
+# of the shared area for other things.
+_FIXED_OVERHEAD = 4 * _MB
+
+_MIN_MAINTENANCE_WORK_MEM = 64 * _MB
+_MAX_DEFAULT_MAINTENANCE_WORK_MEM = 8 * _GB
+_HEADROOM = 1.25
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    """One look at a running ``CREATE INDEX``: its phase and how far it is.
+
+    ``phase`` is PostgreSQL's (``"building index: loading tuples"`` while
+    pgvector builds the graph) or :data:`PHASE_DONE` at the end; ``done`` and
+    ``total`` count ``unit`` ("tuples" or "blocks"); ``total`` is None when
+    the server does not know it.
+    """
+
+    phase: str
+    done: int
+    total: int | None
+    unit: str = "tuples"
+
+
+@dataclass(frozen=True)
+class IndexBuildReport:
+    """What :func:`build_hnsw_index` did.
+
+    ``maintenance_work_mem`` is in bytes; ``parallel_workers`` is the
+    ``max_parallel_maintenance_workers`` the build ran with (PostgreSQL
+    launches fewer for small tables). ``warnings`` holds the memory estimate's
+    warning and every NOTICE or WARNING the server sent during the build.
+    """
+
+    seconds: float
+    rows: int
+    index_bytes: int
+    maintenance_work_mem: int
+    parallel_workers: int
+    estimated_graph_bytes: int
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    """The HNSW index as the catalog sees it.
+
+    ``valid`` is False after a failed ``CREATE INDEX CONCURRENTLY``; ``rows``
+    is the catalog's estimate (exact right after a build), None if never counted.
+    """
+
+    exists: bool
+    valid: bool
+    bytes: int
+    rows: int | None
+    definition: str | None = None
+
+
+def estimate_hnsw_bytes(rows: int, config: TableConfig) -> int:
+    """Memory pgvector needs to build the whole HNSW graph of ``rows`` prefixes in one go.
+
+    Follows pgvector's in-memory layout for ``halfvec(prefix_dim)`` and
+    ``m``; levels above 0 are counted at their expected number, 1/(m-1) per row.
+
+    >>> estimate_hnsw_bytes(1_000_000, TableConfig()) // 2**20
+    1662
+    """
+    if rows < 0:
+        raise InvalidConfigError(f"rows must be zero or more, got {rows}")
+    m = config.hnsw_m
+    upper_levels = 1 / (m - 1)
+    per_row = (
+        _CHUNK_HEADER + _ELEMENT_BYTES
+        + _CHUNK_HEADER + _POINTER_BYTES * (1 + upper_levels)
+        + _CHUNK_HEADER + _NEIGHBOR_ARRAY_HEADER + _CANDIDATE_BYTES * 2 * m
+        + upper_levels * (_CHUNK_HEADER + _NEIGHBOR_ARRAY_HEADER + _CANDIDATE_BYTES * m)
+        + _CHUNK_HEADER + _align(_HALFVEC_HEADER + 2 * config.prefix_dim)
+    )
+    return int(rows * per_row) + _FIXED_OVERHEAD
+
+
+def fits_in_memory(rows: int, config: TableConfig, maintenance_work_mem: int) -> bool:
+    """Whether the graph of ``rows`` prefixes fits in ``maintenance_work_mem`` bytes.
+
+    When it does not, pgvector writes what it has to disk and inserts the rest
+    one by one, which is many times slower.
+    """
+    return estimate_hnsw_bytes(rows, config) <= maintenance_work_mem
+
+
+def default_maintenance_work_mem(estimated_bytes: int = 0) -> int:
+    """The graph's estimated size plus 25 %, between 64 MB and min(25 % of RAM, 8 GB).
+
+    When the estimate is larger than that cap it still gets the memory, up to
+    half the RAM. Sizing to the graph rather than always taking the cap
+    matters for parallel builds: pgvector reserves all of
+    ``maintenance_work_mem`` in shared memory up front. RAM is this machine's;
+    pass an explicit value when the server runs elsewhere.
+    """
+    ram = _physical_ram()
+    cap = min(ram // 4, _MAX_DEFAULT_MAINTENANCE_WORK_MEM)
+    wanted = max(int(estimated_bytes * _HEADROOM), _MIN_MAINTENANCE_WORK_MEM)
+    if wanted > cap:
+        cap = max(cap, min(wanted, ram // 2))
+    return _round_up(min(wanted, cap), _MB)
+
+
+def default_parallel_workers() -> int:
+    """One worker per CPU this process may use, less one for the leader (at least 0)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(cpus - 1, 0)
+
+
+def drop_hnsw_index(
+    conn: psycopg.Connection[Any], config: TableConfig, *, concurrently: bool = False
+) -> bool:
+    """Drop the table's HNSW index if it exists; True when there was one to drop.
+
+    ``concurrently`` does not block the table's readers and writers but needs
+    a connection outside a transaction block.
+    """
+    statement = _drop_statement(config, concurrently=concurrently)
+    try:
+        if concurrently:
+            with _autocommit(conn, config):
+                existed = _index_oid(conn, config) is not None
+                if existed:
+                    conn.execute(statement)
+        else:
+            with conn.transaction():
+                existed = _index_oid(conn, config) is not None
+                if existed:
+                    conn.execute(statement)
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"could not drop index {config.hnsw_index_name} on {config.qualified_name}: {exc}"
+        ) from exc
+    return existed
+
+
+def index_status(conn: psycopg.Connection[Any], config: TableConfig) -> IndexStatus:
+    """Whether the HNSW index exists and is valid, its size on disk and row estimate.
+
+    Raises ``DatabaseError`` when the table itself does not exist.
+    """
+    try:
+        _require_table(conn, config)
+        row = conn.execute(
+            "SELECT i.indisvalid, pg_relation_size(c.oid), c.reltuples, pg_get_indexdef(c.oid)"
+            " FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid"
+            " WHERE c.oid = to_regclass(%s)",
+            (_regclass_text(conn, config),),
+        ).fetchone()
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"could not read index {config.hnsw_index_name} on {config.qualified_name}: {exc}"
+        ) from exc
+    if row is None:
+        return IndexStatus(exists=False, valid=False, bytes=0, rows=None)
+    valid, size, reltuples, definition = row
+    return IndexStatus(
+        exists=True,
+        valid=bool(valid),
+        bytes=int(size),
+        rows=int(reltuples) if reltuples is not None and reltuples >= 0 else None,
+        definition=str(definition),
+    )
+
+
+def build_hnsw_index(
+    conn: psycopg.Connection[Any],
+    config: TableConfig,
+    *,
+    maintenance_work_mem: int | str | None = None,
+    parallel_workers: int | None = None,
+    concurrently: bool = False,
+    on_progress: Callable[[IndexProgress], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+    dsn: str | None = None,
+    poll_interval: float = 0.2,
+) -> IndexBuildReport:
+    """(Re)build the table's HNSW index from its rows, as fast as this machine allows.
+
+    ``maintenance_work_mem`` (bytes, or PostgreSQL text such as ``"2GB"``;
+    default :func:`default_maintenance_work_mem` of the estimated graph) and
+    ``parallel_workers`` (default :func:`default_parallel_workers`) apply to
+    this build only. Without ``concurrently`` the old index is dropped and the
+    new one built in one transaction (joining the caller's, if one is open): a
+    failed build keeps the old index, but the table is locked meanwhile. With
+    ``concurrently`` readers and writers carry on; the connection must not be
+    in a transaction block.
+
+    ``on_progress`` is called from a background thread every ``poll_interval``
+    seconds in which ``pg_stat_progress_create_index`` changed, then once with
+    :data:`PHASE_DONE`; the polling uses a second connection to ``dsn``
+    (default: this connection's parameters, password included).
+    ``on_warning`` gets each warning as it happens; all are also in the report.
+
+    >>> build_hnsw_index(conn, TableConfig("docs"), maintenance_work_mem="2GB")  # doctest: +SKIP
+    IndexBuildReport(seconds=41.2, rows=1000000, ...)
+    """
+    if parallel_workers is not None and (
+        isinstance(parallel_workers, bool) or not isinstance(parallel_workers, int)
+        or parallel_workers < 0
+    ):
+        raise InvalidConfigError(
+            f"parallel_workers must be an integer of 0 or more, got {parallel_workers!r}"
+        )
+    if poll_interval <= 0:
+        raise InvalidConfigError(f"poll_interval must be positive, got {poll_interval!r}")
+    memory_setting = None if maintenance_work_mem is None else _setting_text(maintenance_work_mem)
+    workers = default_parallel_workers() if parallel_workers is None else parallel_workers
+    warnings: list[str] = []
+
+    def warn(message: str) -> None:
+        warnings.append(message)
+        if on_warning is not None:
+            on_warning(message)
+
+    create = _create_statement(config, concurrently=concurrently)
+    drop = _drop_statement(config, concurrently=concurrently)
+    poller = _ProgressPoller(dsn or _dsn_of(conn), conn.info.backend_pid, on_progress,
+                             poll_interval)
+    creating = False
+    try:
+        with _build_scope(conn, config, concurrently=concurrently) as set_for_build:
+            _require_table(conn, config)
+            rows = _count_rows(conn, config)
+            estimate = estimate_hnsw_bytes(rows, config)
+            set_for_build("maintenance_work_mem",
+                          memory_setting or _setting_text(default_maintenance_work_mem(estimate)))
+            set_for_build("max_parallel_maintenance_workers", str(workers))
+            memory = _setting_bytes(conn, "maintenance_work_mem")
+            if not fits_in_memory(rows, config, memory):
+                warn(
+                    f"the HNSW graph of {rows:,} rows needs about {_size(estimate)} but "
+                    f"maintenance_work_mem is {_size(memory)}: pgvector will build the rest "
+                    "on disk, many times slower; give it more maintenance_work_mem"
+                )
+            if _index_oid(conn, config) is not None:
+                conn.execute(drop)
+            poller.rows = rows
+            with _server_notices(conn, warn), poller:
+                creating = True
+                started = time.perf_counter()
+                conn.execute(create)
+                seconds = time.perf_counter() - started
+            status = index_status(conn, config)
+    except psycopg.Error as exc:
+        if concurrently and creating:
+            _drop_invalid_leftover(conn, config, drop)
+        raise DatabaseError(
+            f"could not build index {config.hnsw_index_name} on {config.qualified_name}: {exc}"
+        ) from exc
+    for message in poller.warnings:
+        warn(message)
+    if poller.error is not None:
+        raise poller.error
+    indexed = status.rows if status.rows is not None else rows
+    if on_progress is not None:
+        on_progress(IndexProgress(PHASE_DONE, indexed, indexed))
+    return IndexBuildReport(
+        seconds=seconds,
+        rows=indexed,
+        index_bytes=status.bytes,
+        maintenance_work_mem=memory,
+        parallel_workers=workers,
+        estimated_graph_bytes=estimate,
+        warnings=warnings,
+    )
+
+
+class _ProgressPoller:
+    """Polls ``pg_stat_progress_create_index`` for one backend from a thread of its own."""
+
+    _QUERY = (
+        "SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total"
+        " FROM pg_stat_progress_create_index WHERE pid = %s"
+    )
+
+    def __init__(
+        self,
+        dsn: str,
+        pid: int,
+        on_progress: Callable[[IndexProgress], None] | None,
+        interval: float,
+    ) -> None:
+        self._dsn = dsn
+        self._pid = pid
+        self.rows = 0
+        self._on_progress = on_progress
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: psycopg.Connection[Any] | None = None
+        self.warnings: list[str] = []
+        self.error: BaseException | None = None
+
+    def __enter__(self) -> _ProgressPoller:
+        if self._on_progress is None:
+            return self
+        try:
+            # Connected before the build starts, so the first poll is not late.
+            self._conn = psycopg.connect(self._dsn, autocommit=True)
+        except psycopg.Error as exc:
+            self.warnings.append(f"no progress reports: could not open a second connection: {exc}")
+            return self
+        self._thread = threading.Thread(target=self._run, name="mrl-pg-index-progress",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._conn is not None:
+            self._conn.close()
+
+    def _run(self) -> None:
+        assert self._conn is not None and self._on_progress is not None
+        last: IndexProgress | None = None
+        while True:
+            try:
+                row = self._conn.execute(self._QUERY, (self._pid,)).fetchone()
+            except psycopg.Error as exc:
+                self.warnings.append(f"progress reports stopped: {exc}")
+                return
+            if row is not None:
+                progress = self._progress(*row)
+                if progress != last:
+                    last = progress
+                    try:
+                        self._on_progress(progress)
+                    except BaseException as exc:  # re-raised by build_hnsw_index
+                        self.error = exc
+                        return
+            if self._stop.wait(self._interval):
+                return
+
+    def _progress(
+        self, phase: str, blocks_done: int, blocks_total: int, tuples_done: int, tuples_total: int
+    ) -> IndexProgress:
+        if tuples_total:
+            return IndexProgress(phase, tuples_done, tuples_total, "tuples")
+        # pgvector counts tuples inserted into the graph but not their total.
+        if phase.endswith("loading tuples"):
+            return IndexProgress(phase, tuples_done, max(self.rows, tuples_done), "tuples")
+        if blocks_total:
+            return IndexProgress(phase, blocks_done, blocks_total, "blocks")
+        return IndexProgress(phase, tuples_done, None, "tuples")
+
+
+@contextmanager
+def _build_scope(
+    conn: psycopg.Connection[Any], config: TableConfig, *, concurrently: bool
+) -> Iterator[Callable[[str, str], None]]:
+    """A transaction whose settings are SET LOCAL or, for CONCURRENTLY, autocommit with
+    session settings restored afterwards. Yields the function that sets one."""
+    if not concurrently:
+        with conn.transaction():
+            yield lambda name, value: _set_config(conn, name, value, local=True)
+        return
+    with _autocommit(conn, config):
+        old: dict[str, str] = {}
+
+        def set_for_build(name: str, value: str) -> None:
+            old.setdefault(name, _current_setting(conn, name))
+            _set_config(conn, name, value, local=False)
+
+        try:
+            yield set_for_build
+        finally:
+            if conn.info.transaction_status == TransactionStatus.IDLE:
+                for name, value in old.items():
+                    _set_config(conn, name, value, local=False)
+
+
+def _set_config(conn: psycopg.Connection[Any], name: str, value: str, *, local: bool) -> None:
+    try:
+        conn.execute("SELECT set_config(%s, %s, %s)", (name, value, local))
+    except psycopg.errors.InvalidParameterValue as exc:
+        raise InvalidConfigError(f"invalid {name} {value!r}: {exc}") from exc
+
+
+@contextmanager
+def _autocommit(conn: psycopg.Connection[Any], config: TableConfig) -> Iterator[None]:
+    """Autocommit for statements that cannot run in a transaction block (CONCURRENTLY)."""
+    if conn.autocommit:
+        yield
+        return
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise InvalidConfigError(
+            f"a concurrent index operation on {config.qualified_name} cannot run inside a "
+            "transaction: commit or roll back first"
+        )
+    conn.autocommit = True
+    try:
+        yield
+    finally:
+        conn.autocommit = False
+
+
+@contextmanager
+def _server_notices(
+    conn: psycopg.Connection[Any], warn: Callable[[str], None]
+) -> Iterator[None]:
+    """Route the server's NOTICEs and WARNINGs during the block to ``warn``."""
+
+    def handler(diag: psycopg.errors.Diagnostic) -> None:
+        parts = [diag.message_primary, diag.message_detail, diag.message_hint]
+        text = " ".join(p.rstrip(".") + "." for p in parts if p)
+        warn(f"{diag.severity_nonlocalized or diag.severity}: {text}")
+
+    conn.add_notice_handler(handler)
+    try:
+        yield
+    finally:
+        conn.remove_notice_handler(handler)
+
+
+def _drop_invalid_leftover(
+    conn: psycopg.Connection[Any], config: TableConfig, drop: sql.Composed
+) -> None:
+    """A failed CREATE INDEX CONCURRENTLY leaves an invalid index behind; remove it."""
+    if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+        return
+    try:
+        with _autocommit(conn, config):
+            status = index_status(conn, config)
+            if status.exists and not status.valid:
+                conn.execute(drop)
+    except (psycopg.Error, MrlPgError):
+        pass
+
+
+def _create_statement(config: TableConfig, *, concurrently: bool) -> sql.Composed:
+    statement = hnsw_index_ddl(config)
+    if not concurrently:
+        return statement
+    head, *rest = statement
+    if head != sql.SQL("CREATE INDEX "):
+        raise AssertionError(f"unexpected index DDL: {statement.as_string(None)}")
+    return sql.Composed([sql.SQL("CREATE INDEX CONCURRENTLY "), *rest])
+
+
+def _drop_statement(config: TableConfig, *, concurrently: bool) -> sql.Composed:
+    return sql.SQL("DROP INDEX {}IF EXISTS {}").format(
+        sql.SQL("CONCURRENTLY " if concurrently else ""),
+        config.qualified(config.hnsw_index_name),
+    )
+
+
+def _require_table(conn: psycopg.Connection[Any], config: TableConfig) -> None:
+    row = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL", (config.table.as_string(conn),)
+    ).fetchone()
+    if row is None or not row[0]:
+        raise DatabaseError(f"table {config.qualified_name} does not exist")
+
+
+def _index_oid(conn: psycopg.Connection[Any], config: TableConfig) -> int | None:
+    row = conn.execute(
+        "SELECT to_regclass(%s)::oid", (_regclass_text(conn, config),)
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def _regclass_text(conn: psycopg.Connection[Any], config: TableConfig) -> str:
+    return config.qualified(config.hnsw_index_name).as_string(conn)
+
+
+def _count_rows(conn: psycopg.Connection[Any], config: TableConfig) -> int:
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE {} IS NOT NULL").format(
+            config.table, sql.Identifier(config.prefix_column)
+        )
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _current_setting(conn: psycopg.Connection[Any], name: str) -> str:
+    row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _setting_bytes(conn: psycopg.Connection[Any], name: str) -> int:
+    row = conn.execute("SELECT pg_size_bytes(current_setting(%s))", (name,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _setting_text(value: int | str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise InvalidConfigError(
+            f"maintenance_work_mem must be bytes or text such as '2GB', got {value!r}"
+        )
+    if isinstance(value, int):
+        if value < _MB:
+            raise InvalidConfigError(
+                f"maintenance_work_mem {value} bytes is below PostgreSQL's minimum of 1MB"
+            )
+        return f"{value // _KB}kB"
+    return value.strip()
+
+
+def _dsn_of(conn: psycopg.Connection[Any]) -> str:
+    """This connection's parameters; ``info.dsn`` leaves the password out, so add it back."""
+    password = conn.info.password
+    return make_conninfo(conn.info.dsn, password=password) if password else conn.info.dsn
+
+
+def _physical_ram() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 4 * _GB
+
+
+def _align(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def _round_up(n: int, unit: int) -> int:
+    return -(-n // unit) * unit
+
+
+def _size(n: int) -> str:
+    for unit, factor in (("GB", _GB), ("MB", _MB), ("kB", _KB)):
+        if n >= factor:
+            return f"{n / factor:.1f} {unit}"
+    return f"{n} bytes"
