@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
-from ._app import main
+from . import _bench, _db, _demo, _index, _ingest, _search, _server
+from ._app import cli
 
-__all__ = ["main"]
+for _module in (_server, _db, _ingest, _index, _search, _demo, _bench):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="mrl-pg")
+
+
+__all__ = ["cli", "main"]

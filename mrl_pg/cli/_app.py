@@ -63,31 +63,3 @@ def table_options(func: F) -> F:
         return func(*args, config=config, **kwargs)
 
     return wrapper  # type: ignore[return-value]
-
-
-def _register() -> None:
-    from . import _db, _server
-
-    for module in (_server, _db):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-    # Optional command modules: each defines COMMANDS.
-    import importlib
-
-    for name in ("_ingest", "_index", "_search", "_demo", "_bench"):
-        try:
-            module = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{name}":
-                raise
-            continue
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
-
-
-def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="mrl-pg")
