@@ -9,6 +9,7 @@ from pgvector.psycopg import register_vector, register_vector_async
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import URL
 
+from .errors import DatabaseError
 from .server import resolve_dsn
 
 __all__ = ["connect", "connect_async", "sqlalchemy_url", "configure_connection"]
@@ -25,7 +26,10 @@ def connect(dsn: str | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
     Creates the ``vector`` extension first when it is missing, since the types
     cannot be registered without it.
     """
-    conn = psycopg.connect(dsn or resolve_dsn(), **kwargs)
+    try:
+        conn = psycopg.connect(dsn or resolve_dsn(), **kwargs)
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"could not connect to PostgreSQL: {_first_line(exc)}") from exc
     try:
         _ensure_extension(conn)
         register_vector(conn)
@@ -37,7 +41,10 @@ def connect(dsn: str | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
 
 async def connect_async(dsn: str | None = None, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
     """Async twin of :func:`connect`."""
-    conn = await psycopg.AsyncConnection.connect(dsn or resolve_dsn(), **kwargs)
+    try:
+        conn = await psycopg.AsyncConnection.connect(dsn or resolve_dsn(), **kwargs)
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"could not connect to PostgreSQL: {_first_line(exc)}") from exc
     try:
         async with conn.cursor() as cur:
             await cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
@@ -49,6 +56,10 @@ async def connect_async(dsn: str | None = None, **kwargs: Any) -> psycopg.AsyncC
         await conn.close()
         raise
     return conn
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _ensure_extension(conn: psycopg.Connection[Any]) -> None:

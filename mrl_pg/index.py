@@ -10,7 +10,6 @@ estimated graph, and reports what happened.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 
+from ._index_progress import IndexProgress, ProgressPoller
 from .config import TableConfig
 from .errors import DatabaseError, InvalidConfigError, MrlPgError
 from .schema import hnsw_index_ddl
@@ -65,22 +65,6 @@ _FIXED_OVERHEAD = 4 * _MB
 _MIN_MAINTENANCE_WORK_MEM = 64 * _MB
 _MAX_DEFAULT_MAINTENANCE_WORK_MEM = 8 * _GB
 _HEADROOM = 1.25
-
-
-@dataclass(frozen=True)
-class IndexProgress:
-    """One look at a running ``CREATE INDEX``: its phase and how far it is.
-
-    ``phase`` is PostgreSQL's (``"building index: loading tuples"`` while
-    pgvector builds the graph) or :data:`PHASE_DONE` at the end; ``done`` and
-    ``total`` count ``unit`` ("tuples" or "blocks"); ``total`` is None when
-    the server does not know it.
-    """
-
-    phase: str
-    done: int
-    total: int | None
-    unit: str = "tuples"
 
 
 @dataclass(frozen=True)
@@ -283,7 +267,7 @@ def build_hnsw_index(
 
     create = _create_statement(config, concurrently=concurrently)
     drop = _drop_statement(config, concurrently=concurrently)
-    poller = _ProgressPoller(dsn or _dsn_of(conn), conn.info.backend_pid, on_progress,
+    poller = ProgressPoller(dsn or _dsn_of(conn), conn.info.backend_pid, on_progress,
                              poll_interval)
     creating = False
     try:
@@ -332,87 +316,6 @@ def build_hnsw_index(
         estimated_graph_bytes=estimate,
         warnings=warnings,
     )
-
-
-class _ProgressPoller:
-    """Polls ``pg_stat_progress_create_index`` for one backend from a thread of its own."""
-
-    _QUERY = (
-        "SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total"
-        " FROM pg_stat_progress_create_index WHERE pid = %s"
-    )
-
-    def __init__(
-        self,
-        dsn: str,
-        pid: int,
-        on_progress: Callable[[IndexProgress], None] | None,
-        interval: float,
-    ) -> None:
-        self._dsn = dsn
-        self._pid = pid
-        self.rows = 0
-        self._on_progress = on_progress
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._conn: psycopg.Connection[Any] | None = None
-        self.warnings: list[str] = []
-        self.error: BaseException | None = None
-
-    def __enter__(self) -> _ProgressPoller:
-        if self._on_progress is None:
-            return self
-        try:
-            # Connected before the build starts, so the first poll is not late.
-            self._conn = psycopg.connect(self._dsn, autocommit=True)
-        except psycopg.Error as exc:
-            self.warnings.append(f"no progress reports: could not open a second connection: {exc}")
-            return self
-        self._thread = threading.Thread(target=self._run, name="mrl-pg-index-progress",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if self._conn is not None:
-            self._conn.close()
-
-    def _run(self) -> None:
-        assert self._conn is not None and self._on_progress is not None
-        last: IndexProgress | None = None
-        while True:
-            try:
-                row = self._conn.execute(self._QUERY, (self._pid,)).fetchone()
-            except psycopg.Error as exc:
-                self.warnings.append(f"progress reports stopped: {exc}")
-                return
-            if row is not None:
-                progress = self._progress(*row)
-                if progress != last:
-                    last = progress
-                    try:
-                        self._on_progress(progress)
-                    except BaseException as exc:  # re-raised by build_hnsw_index
-                        self.error = exc
-                        return
-            if self._stop.wait(self._interval):
-                return
-
-    def _progress(
-        self, phase: str, blocks_done: int, blocks_total: int, tuples_done: int, tuples_total: int
-    ) -> IndexProgress:
-        if tuples_total:
-            return IndexProgress(phase, tuples_done, tuples_total, "tuples")
-        # pgvector counts tuples inserted into the graph but not their total.
-        if phase.endswith("loading tuples"):
-            return IndexProgress(phase, tuples_done, max(self.rows, tuples_done), "tuples")
-        if blocks_total:
-            return IndexProgress(phase, blocks_done, blocks_total, "blocks")
-        return IndexProgress(phase, tuples_done, None, "tuples")
 
 
 @contextmanager
@@ -499,13 +402,7 @@ def _drop_invalid_leftover(
 
 
 def _create_statement(config: TableConfig, *, concurrently: bool) -> sql.Composed:
-    statement = hnsw_index_ddl(config)
-    if not concurrently:
-        return statement
-    head, *rest = statement
-    if head != sql.SQL("CREATE INDEX "):
-        raise AssertionError(f"unexpected index DDL: {statement.as_string(None)}")
-    return sql.Composed([sql.SQL("CREATE INDEX CONCURRENTLY "), *rest])
+    return hnsw_index_ddl(config, concurrently=concurrently)
 
 
 def _drop_statement(config: TableConfig, *, concurrently: bool) -> sql.Composed:

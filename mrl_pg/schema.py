@@ -93,13 +93,13 @@ def table_ddl(config: TableConfig) -> sql.Composed:
     )
 
 
-def hnsw_index_ddl(config: TableConfig, *, if_not_exists: bool = False) -> sql.Composed:
+def hnsw_index_ddl(config: TableConfig, *, concurrently: bool = False) -> sql.Composed:
     """The HNSW index on the unit-length halfvec prefix, cosine distance."""
     return sql.SQL(
-        "CREATE INDEX {ine}{name} ON {table} USING hnsw ({prefix} halfvec_cosine_ops) "
+        "CREATE INDEX {concurrently}{name} ON {table} USING hnsw ({prefix} halfvec_cosine_ops) "
         "WITH (m = {m}, ef_construction = {ef})"
     ).format(
-        ine=sql.SQL("IF NOT EXISTS " if if_not_exists else ""),
+        concurrently=sql.SQL("CONCURRENTLY " if concurrently else ""),
         name=sql.Identifier(config.hnsw_index_name),
         table=config.table,
         prefix=sql.Identifier(config.prefix_column),

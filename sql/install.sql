@@ -85,7 +85,7 @@ BEGIN
     pool := match_count * oversample;
     -- An HNSW scan returns at most hnsw.ef_search rows; the SET clauses on this
     -- function make these changes end when the function returns.
-    PERFORM set_config('hnsw.ef_search', greatest(40, least(pool, 1000))::text, true);
+    PERFORM set_config('hnsw.ef_search', greatest(40, least(2 * pool, 1000))::text, true);
     PERFORM set_config('hnsw.max_scan_tuples', greatest(20000, 2 * pool)::text, true);
 
     IF filter IS NULL OR filter = '{}'::jsonb THEN

@@ -102,3 +102,20 @@ def test_search_needs_text_or_a_vector(small_table):
     args, _ = small_table
     result = CliRunner().invoke(cli, ["search", *args])
     assert result.exit_code == 2 and "give either TEXT or --vector" in result.output
+
+
+def test_an_unreachable_server_is_one_line_not_a_traceback(tmp_path):
+    np.save(tmp_path / "q.npy", np.ones(64, dtype=np.float32))
+    result = CliRunner().invoke(cli, ["search", "--vector", str(tmp_path / "q.npy"),
+                                      "--dsn", "postgresql://nobody@127.0.0.1:1/none"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: could not connect to PostgreSQL")
+    assert "Traceback" not in result.output
+
+
+def test_an_unreadable_vector_file_is_named(small_table, tmp_path):
+    args, _ = small_table
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"")
+    result = CliRunner().invoke(cli, ["search", "--vector", str(bad), *args])
+    assert result.exit_code == 1 and f"{bad}: not a readable .npy file" in result.output

@@ -363,7 +363,7 @@ def test_page_two_equals_rows_k_to_2k_of_a_search_for_2k(loaded):
 def test_settings_last_until_the_transaction_ends(loaded):
     with Session(loaded.engine) as session:
         search(session, loaded.model, loaded.queries[0], k=20, oversample=8)
-        assert session.execute(text("SHOW hnsw.ef_search")).scalar_one() == "160"
+        assert session.execute(text("SHOW hnsw.ef_search")).scalar_one() == "320"  # 2 x pool
         assert session.execute(text("SHOW plan_cache_mode")).scalar_one() == "force_custom_plan"
         session.commit()
         assert session.execute(text("SHOW hnsw.ef_search")).scalar_one() == "40"

@@ -19,8 +19,8 @@ from ._app import dsn_option, table_options
 def _load_vector(path: Path) -> Any:
     try:
         vector = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InvalidVectorError(f"{path}: not a readable .npy file: {exc}") from exc
+    except (OSError, ValueError, EOFError) as exc:
+        raise InvalidVectorError(f"{path}: not a readable .npy file ({exc or 'empty'})") from exc
     if vector.ndim == 2 and vector.shape[0] == 1:
         vector = vector[0]
     return vector
