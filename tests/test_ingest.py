@@ -715,6 +715,6 @@ def test_every_ingest_option_has_help_text() -> None:
     result = CliRunner().invoke(cli, ["ingest", "--help"])
     assert result.exit_code == 0
     for option in ("--format", "--batch-size", "--create", "--commit-each-batch",
-                   "--defer-index", "--model", "--embedding-dim", "--re-embed", "--dsn"):
+                   "--defer-index", "--model", "--re-embed", "--dsn"):
         line = next(line for line in result.output.splitlines() if option in line)
         assert len(line.split(option, 1)[1].strip()) > 5, line

@@ -44,8 +44,6 @@ _COUNT_LIMIT_BYTES = 256 * 1024 * 1024
 @click.option("--model", default=None,
               help="Embedding model for records without an embedding "
                    "(default: text-embedding-3-small; OPENAI_API_KEY, OPENAI_BASE_URL).")
-@click.option("--embedding-dim", type=click.IntRange(min=1), default=None,
-              help="Dimensions to ask the embedding model for (default: --dim).")
 @click.option("--re-embed", is_flag=True,
               help="Embed every record without an embedding, even when the stored row has "
                    "the same content (use after changing model).")
@@ -59,7 +57,6 @@ def ingest(
     commit_each_batch: bool,
     defer_index: bool,
     model: str | None,
-    embedding_dim: int | None,
     re_embed: bool,
 ) -> None:
     """Insert or update the records of FILE (.jsonl, .ndjson, .csv or .parquet).
@@ -70,7 +67,7 @@ def ingest(
     unchanged rows are not rewritten, so loading a file again is cheap.
     """
     detect_format(file, format_)
-    embedder = _LazyEmbedder(model, embedding_dim or config.full_dim)
+    embedder = _LazyEmbedder(model, config.full_dim)
     with connect(dsn, autocommit=True) as conn:
         if not _table_exists(conn, config):
             if not create:
