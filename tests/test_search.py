@@ -201,3 +201,20 @@ def test_bad_search_arguments_are_named(corpus, kwargs, error, message):
 def test_bad_query_vectors_are_refused_before_sql(corpus, vector, error, message):
     with pytest.raises(error, match=message):
         adaptive_search_statement(corpus.config, vector)
+
+
+async def test_async_search_returns_the_same_rows_as_sync(corpus, corpus_conn):
+    from mrl_pg import connect_async, exact_search_async, search_async
+
+    conn = await connect_async(corpus.dsn, autocommit=True)
+    try:
+        for query in corpus.queries[:5]:
+            found = await search_async(conn, corpus.config, query, k=10, filter={"lang": "en"})
+            sync = search(corpus_conn, corpus.config, query, k=10, filter={"lang": "en"})
+            assert [r.id for r in found] == [r.id for r in sync]
+            exact = await exact_search_async(conn, corpus.config, query, k=10)
+            assert [r.id for r in exact] == [
+                r.id for r in exact_search(corpus_conn, corpus.config, query, k=10)
+            ]
+    finally:
+        await conn.close()
