@@ -17,6 +17,7 @@ from .client import (
 )
 from .config import DEFAULT_FULL_DIM, DEFAULT_PREFIX_DIM, DEFAULT_TABLE, TableConfig
 from .db import connect, connect_async, sqlalchemy_url
+from .embeddings import AsyncEmbeddingClient, Embedder, EmbeddingClient
 from .errors import (
     DatabaseError,
     DimensionMismatchError,
@@ -25,6 +26,7 @@ from .errors import (
     InvalidConfigError,
     InvalidIdentifierError,
     InvalidSearchError,
+    InvalidTextError,
     InvalidVectorError,
     MrlPgError,
     ServerError,
@@ -49,9 +51,13 @@ __all__ = [
     "InvalidConfigError",
     "InvalidIdentifierError",
     "InvalidSearchError",
+    "InvalidTextError",
     "InvalidVectorError",
     "MrlPgError",
     "ServerError",
+    "AsyncEmbeddingClient",
+    "Embedder",
+    "EmbeddingClient",
     "IngestReport",
     "ingest_arrays",
     "ingest_file",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from .errors import EmbeddingError, InvalidConfigError, InvalidVectorError
+from .errors import EmbeddingError, InvalidConfigError, InvalidTextError, InvalidVectorError
 from .vectors import FloatArray, truncate_and_normalize
 
 if TYPE_CHECKING:
@@ -339,12 +339,12 @@ class AsyncEmbeddingClient(_EmbeddingClientBase):
 
 def _check_texts(texts: Sequence[str]) -> None:
     if isinstance(texts, (str, bytes)):
-        raise EmbeddingError("embed() takes a sequence of strings; use embed_one() for one text")
+        raise InvalidTextError("embed() takes a sequence of strings; use embed_one() for one text")
     for position, text in enumerate(texts):
         if not isinstance(text, str):
-            raise EmbeddingError(f"texts[{position}] is {type(text).__name__}, expected str")
+            raise InvalidTextError(f"texts[{position}] is {type(text).__name__}, expected str")
         if not text.strip():
-            raise EmbeddingError(
+            raise InvalidTextError(
                 f"texts[{position}] is empty or whitespace only; the embeddings API rejects it"
             )
 

@@ -18,6 +18,7 @@ __all__ = [
     "InvalidSearchError",
     "IngestError",
     "EmbeddingError",
+    "InvalidTextError",
     "ServerError",
     "DatabaseError",
 ]
@@ -71,6 +72,10 @@ class IngestError(MrlPgError, ValueError):
 
 class EmbeddingError(MrlPgError):
     """The embedding service failed or answered with something unusable."""
+
+
+class InvalidTextError(EmbeddingError, ValueError):
+    """A text that cannot be embedded (empty, whitespace only, not a string); no request is sent."""
 
 
 class ServerError(MrlPgError):

@@ -293,3 +293,12 @@ def test_shipped_demo_corpus_and_queries_embed_in_order(
     vectors = embedding_client.embed([r["content"] for r in records] + queries)
     assert vectors.shape == (len(records) + len(queries), 256)
     np.testing.assert_allclose(vectors[-1], fake_embedding(queries[-1], 256), atol=1e-6)
+
+
+def test_an_empty_text_is_a_value_error_as_well_as_an_embedding_error(embedding_client):
+    from mrl_pg.errors import InvalidTextError
+
+    with pytest.raises(ValueError, match=r"texts\[1\] is empty") as excinfo:
+        embedding_client.embed(["fine", ""])
+    assert isinstance(excinfo.value, InvalidTextError)
+    assert isinstance(excinfo.value, EmbeddingError)
