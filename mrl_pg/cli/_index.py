@@ -13,14 +13,13 @@ from ..config import TableConfig
 from ..db import connect
 from ..errors import DatabaseError
 from ..index import (
-    PHASE_DONE,
-    IndexProgress,
     build_hnsw_index,
     drop_hnsw_index,
     index_status,
 )
 from ..server import resolve_dsn
 from ._app import dsn_option, table_options
+from ._progress import IndexProgressBar
 
 
 @click.group()
@@ -55,7 +54,7 @@ def build(
     """Drop and rebuild the HNSW index from the table's rows; run it after a bulk load."""
     config = dataclasses.replace(config, hnsw_m=hnsw_m, hnsw_ef_construction=hnsw_ef_construction)
     dsn = dsn or resolve_dsn()
-    bar = _ProgressBar() if sys.stderr.isatty() else None
+    bar = IndexProgressBar() if sys.stderr.isatty() else None
     try:
         with _connect(dsn) as conn:
             report = build_hnsw_index(
@@ -105,42 +104,6 @@ def drop(dsn: str | None, config: TableConfig, concurrently: bool) -> None:
         dropped = drop_hnsw_index(conn, config, concurrently=concurrently)
     name = config.hnsw_index_name
     click.echo(f"dropped {name}" if dropped else f"{name} did not exist", err=True)
-
-
-class _ProgressBar:
-    """A tqdm bar on stderr, restarted at each phase of the build."""
-
-    def __init__(self) -> None:
-        self._bar: Any = None
-        self._phase: str | None = None
-
-    def update(self, progress: IndexProgress) -> None:
-        from tqdm import tqdm
-
-        if progress.phase == PHASE_DONE:
-            if self._bar is not None:
-                self._bar.n = self._bar.total or progress.done
-                self._bar.refresh()
-            return
-        if progress.phase != self._phase or self._bar is None:
-            if self._bar is not None:
-                self._bar.close()
-            self._phase = progress.phase
-            self._bar = tqdm(total=progress.total, desc=progress.phase, unit=f" {progress.unit}",
-                             file=sys.stderr, dynamic_ncols=True)
-        if progress.total is not None and progress.total != self._bar.total:
-            self._bar.total = progress.total
-        self._bar.n = progress.done
-        self._bar.refresh()
-
-    def warn(self, message: str) -> None:
-        from tqdm import tqdm
-
-        tqdm.write(f"warning: {message}", file=sys.stderr)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 def _warn(message: str) -> None:

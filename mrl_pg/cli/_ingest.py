@@ -19,6 +19,7 @@ from ..ingest import IngestReport, ingest_file
 from ..install import install
 from ..readers import count_records, detect_format
 from ._app import dsn_option, table_options
+from ._progress import IndexProgressBar, progress_bar
 
 # Counting records before loading gives the progress bar an ETA; above this
 # size the extra pass over a text file costs more than the ETA is worth.
@@ -100,12 +101,8 @@ def _load(
     commit_each_batch: bool,
     reuse_embeddings: bool,
 ) -> IngestReport:
-    from tqdm import tqdm
-
-    show = sys.stderr.isatty()
-    total = _cheap_count(file, format_) if show else None
-    with tqdm(total=total, unit="rows", desc=file.name, disable=not show, file=sys.stderr,
-              dynamic_ncols=True) as bar:
+    total = _cheap_count(file, format_) if sys.stderr.isatty() else None
+    with progress_bar(total, file.name) as bar:
         report = ingest_file(
             conn, config, file,
             format=format_, batch_size=batch_size, embedder=embedder,
@@ -142,22 +139,17 @@ def _load_deferring_index(
 
 
 def _build_index(conn: psycopg.Connection[Any], config: TableConfig) -> None:
-    from tqdm import tqdm
+    from ..index import build_hnsw_index
 
-    from ..index import IndexProgress, build_hnsw_index
-
-    show = sys.stderr.isatty()
-    with tqdm(desc="HNSW index", unit="rows", disable=not show, file=sys.stderr,
-              dynamic_ncols=True) as bar:
-
-        def on_progress(progress: IndexProgress) -> None:
-            if progress.total is not None and bar.total != progress.total:
-                bar.total = progress.total
-            bar.unit = progress.unit
-            bar.update(progress.done - bar.n)
-
-        built = build_hnsw_index(conn, config, on_progress=on_progress if show else None,
-                                 on_warning=lambda message: bar.write(message, file=sys.stderr))
+    bar = IndexProgressBar() if sys.stderr.isatty() else None
+    try:
+        built = build_hnsw_index(
+            conn, config, on_progress=bar.update if bar else None,
+            on_warning=bar.warn if bar else lambda m: click.echo(f"warning: {m}", err=True),
+        )
+    finally:
+        if bar:
+            bar.close()
     click.echo(f"built the HNSW index of {config.qualified_name} ({built.rows:,} rows) "
                f"in {built.seconds:.1f} s", err=True)
 
