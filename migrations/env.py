@@ -10,10 +10,10 @@ is (programs and tests); otherwise the DSN comes from
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import Connection, text
 
-from mrl_pg.db import sqlalchemy_url
-from mrl_pg.migrate import VERSION_TABLE
+from mrl_pg.compat import PGVECTOR_INSTALLABLE_SQL, require_pgvector
+from mrl_pg.migrate import VERSION_TABLE, migration_engine
 from mrl_pg.server import resolve_dsn
 
 config = context.config
@@ -29,7 +29,8 @@ def _dsn() -> str:
 
 def run_offline() -> None:
     context.configure(
-        url=sqlalchemy_url(_dsn()),
+        dialect_name="postgresql",
+        dialect_opts={"paramstyle": "named"},  # so "%" in function bodies is not doubled
         literal_binds=True,
         version_table=VERSION_TABLE,
         transaction_per_migration=True,
@@ -38,17 +39,28 @@ def run_offline() -> None:
         context.run_migrations()
 
 
+def _check_pgvector(connection: Connection) -> None:
+    """Stop before the first revision when pgvector is, or would be installed as, < 0.8."""
+    version, database = connection.execute(
+        text(f"SELECT ({PGVECTOR_INSTALLABLE_SQL}), current_database()")
+    ).one()
+    require_pgvector(version, database=database)
+
+
 def run_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
+        _check_pgvector(connection)
         context.configure(
             connection=connection, version_table=VERSION_TABLE, transaction_per_migration=True
         )
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = create_engine(sqlalchemy_url(_dsn()), poolclass=pool.NullPool)
+    engine = migration_engine(_dsn())
     with engine.connect() as conn:
+        _check_pgvector(conn)
+        conn.commit()
         context.configure(
             connection=conn, version_table=VERSION_TABLE, transaction_per_migration=True
         )

@@ -16,10 +16,18 @@ from .client import (
     search_async,
 )
 from .config import DEFAULT_FULL_DIM, DEFAULT_PREFIX_DIM, DEFAULT_TABLE, TableConfig
-from .db import connect, connect_async, sqlalchemy_url
+from .db import (
+    configure_connection,
+    configure_connection_async,
+    connect,
+    connect_async,
+    create_async_engine,
+    create_engine,
+)
 from .embeddings import AsyncEmbeddingClient, Embedder, EmbeddingClient
 from .errors import (
     DatabaseError,
+    DatabaseNotConfiguredError,
     DimensionMismatchError,
     EmbeddingError,
     IngestError,
@@ -29,6 +37,7 @@ from .errors import (
     InvalidTextError,
     InvalidVectorError,
     MrlPgError,
+    PgvectorVersionError,
     ServerError,
 )
 from .ingest import IngestReport, ingest_arrays, ingest_file, ingest_records
@@ -43,8 +52,12 @@ __all__ = [
     "TableConfig",
     "connect",
     "connect_async",
-    "sqlalchemy_url",
+    "configure_connection",
+    "configure_connection_async",
+    "create_engine",
+    "create_async_engine",
     "DatabaseError",
+    "DatabaseNotConfiguredError",
     "DimensionMismatchError",
     "EmbeddingError",
     "IngestError",
@@ -54,6 +67,7 @@ __all__ = [
     "InvalidTextError",
     "InvalidVectorError",
     "MrlPgError",
+    "PgvectorVersionError",
     "ServerError",
     "AsyncEmbeddingClient",
     "Embedder",

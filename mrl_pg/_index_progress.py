@@ -64,8 +64,8 @@ class ProgressPoller:
         except psycopg.Error as exc:
             self.warnings.append(f"no progress reports: could not open a second connection: {exc}")
             return self
-        self._thread = threading.Thread(target=self._run, name="mrl-pg-index-progress",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(self._conn, self._on_progress),
+                                        name="mrl-pg-index-progress", daemon=True)
         self._thread.start()
         return self
 
@@ -76,12 +76,13 @@ class ProgressPoller:
         if self._conn is not None:
             self._conn.close()
 
-    def _run(self) -> None:
-        assert self._conn is not None and self._on_progress is not None
+    def _run(
+        self, conn: psycopg.Connection[Any], on_progress: Callable[[IndexProgress], None]
+    ) -> None:
         last: IndexProgress | None = None
         while True:
             try:
-                row = self._conn.execute(self._QUERY, (self._pid,)).fetchone()
+                row = conn.execute(self._QUERY, (self._pid,)).fetchone()
             except psycopg.Error as exc:
                 self.warnings.append(f"progress reports stopped: {exc}")
                 return
@@ -90,7 +91,7 @@ class ProgressPoller:
                 if progress != last:
                     last = progress
                     try:
-                        self._on_progress(progress)
+                        on_progress(progress)
                     except BaseException as exc:  # re-raised by build_hnsw_index
                         self.error = exc
                         return

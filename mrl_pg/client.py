@@ -1,25 +1,33 @@
 """Adaptive and exact search over a psycopg connection (sync and async).
 
-Each search runs in its own transaction (a savepoint inside the caller's),
-pipelined: BEGIN, the transaction-local HNSW settings, the statement and
-COMMIT leave in one network round trip. Statements are never prepared, so
-a cached generic plan can never replace the per-call plan.
+Each search runs in its own transaction, or in a savepoint inside the
+caller's, pipelined: BEGIN (or SAVEPOINT), the transaction-local HNSW
+settings and the statement leave together. No setting outlives the search:
+its own transaction takes them away when it commits; inside the caller's
+transaction the values read before the search are put back before the
+savepoint is released (``set_config(..., true)`` survives ``RELEASE
+SAVEPOINT``). Nothing is rolled back on success, since psycopg forgets its
+prepared statements on every rollback. Statements are never prepared, so a
+cached generic plan can never replace the per-call plan.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from .config import TableConfig
 from .errors import DatabaseError
 from .query import (
     EXACT_SETTINGS,
+    RESTORE_SETTINGS_SQL,
     SearchParams,
     adaptive_search_sql,
     exact_search_sql,
@@ -55,11 +63,18 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class SearchStatement:
-    """A search as psycopg objects: run ``settings`` then ``statement`` in one transaction."""
+    """A search as psycopg objects: ``settings``, then ``statement`` with ``params``.
+
+    ``settings`` returns the old values of ``setting_names`` and sets the new
+    ones for the transaction: run both in a transaction of their own, or put
+    the old values back with :data:`mrl_pg.query.RESTORE_SETTINGS_SQL`
+    afterwards (:func:`search` does all this).
+    """
 
     settings: sql.Composed
     statement: sql.Composed
     params: dict[str, Any]
+    setting_names: tuple[str, ...] = ()
 
 
 def _query_vector(config: TableConfig, query: Any) -> FloatArray:
@@ -93,9 +108,9 @@ def adaptive_search_statement(
         k=sql.Placeholder("k"),
         filter=sql.Placeholder("filter") if params.has_filter else None,
     )
-    return SearchStatement(
-        settings=settings_sql(scan_settings(params)), statement=statement, params=values
-    )
+    settings = scan_settings(params)
+    return SearchStatement(settings=settings_sql(settings), statement=statement, params=values,
+                           setting_names=tuple(name for name, _ in settings))
 
 
 def exact_search_statement(
@@ -118,9 +133,8 @@ def exact_search_statement(
         k=sql.Placeholder("k"),
         filter=sql.Placeholder("filter") if params.has_filter else None,
     )
-    return SearchStatement(
-        settings=settings_sql(EXACT_SETTINGS), statement=statement, params=values
-    )
+    return SearchStatement(settings=settings_sql(EXACT_SETTINGS), statement=statement,
+                           params=values, setting_names=tuple(n for n, _ in EXACT_SETTINGS))
 
 
 def _rows_to_results(rows: list[tuple[Any, ...]]) -> list[SearchResult]:
@@ -130,26 +144,43 @@ def _rows_to_results(rows: list[tuple[Any, ...]]) -> list[SearchResult]:
     ]
 
 
+def _restore_params(search: SearchStatement, old: tuple[Any, ...] | None) -> dict[str, Any]:
+    if old is None:
+        raise DatabaseError("search failed: the settings statement returned no row")
+    return {"names": list(search.setting_names), "old": list(old[: len(search.setting_names)])}
+
+
 def _run(conn: psycopg.Connection[Any], search: SearchStatement) -> list[tuple[Any, ...]]:
+    inside = conn.info.transaction_status != TransactionStatus.IDLE
     try:
-        with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
-            cur.execute(search.settings, prepare=False)
+        with conn.pipeline(), conn.transaction(), conn.cursor() as settings, conn.cursor() as cur:
+            settings.execute(search.settings, prepare=False)
             cur.execute(search.statement, search.params, prepare=False)
-            return cur.fetchall()
+            rows = cur.fetchall()
+            if inside:
+                restore = _restore_params(search, settings.fetchone())
+                settings.execute(RESTORE_SETTINGS_SQL, restore, prepare=False)
     except psycopg.Error as exc:
         raise DatabaseError(f"search failed: {exc}") from exc
+    return rows
 
 
 async def _run_async(
     conn: psycopg.AsyncConnection[Any], search: SearchStatement
 ) -> list[tuple[Any, ...]]:
+    inside = conn.info.transaction_status != TransactionStatus.IDLE
     try:
-        async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
-            await cur.execute(search.settings, prepare=False)
+        async with conn.pipeline(), conn.transaction(), conn.cursor() as settings, \
+                conn.cursor() as cur:
+            await settings.execute(search.settings, prepare=False)
             await cur.execute(search.statement, search.params, prepare=False)
-            return await cur.fetchall()
+            rows = await cur.fetchall()
+            if inside:
+                restore = _restore_params(search, await settings.fetchone())
+                await settings.execute(RESTORE_SETTINGS_SQL, restore, prepare=False)
     except psycopg.Error as exc:
         raise DatabaseError(f"search failed: {exc}") from exc
+    return rows
 
 
 def search(
@@ -225,19 +256,23 @@ def explain(
     k: int = 10,
     oversample: int = 8,
     filter: Mapping[str, Any] | None = None,
+    max_scan_tuples: int | None = None,
     exact: bool = False,
     analyze: bool = False,
     as_json: bool = False,
 ) -> Any:
     """The plan PostgreSQL uses for this search, under the same settings the search runs with.
 
-    Text by default; ``as_json=True`` returns the parsed ``FORMAT JSON`` plan.
-    ``analyze=True`` runs the statement and reports actual row counts.
+    Text by default, with each vector literal shortened to ``'[1536 dims]'``
+    so the plan stays readable; ``as_json=True`` returns the parsed
+    ``FORMAT JSON`` plan, unshortened. ``analyze=True`` runs the statement and
+    reports actual row counts and shared buffers.
     """
     if exact:
         stmt = exact_search_statement(config, query, k=k, filter=filter)
     else:
-        stmt = adaptive_search_statement(config, query, k=k, oversample=oversample, filter=filter)
+        stmt = adaptive_search_statement(config, query, k=k, oversample=oversample, filter=filter,
+                                         max_scan_tuples=max_scan_tuples)
     options = sql.SQL(", ").join(
         sql.SQL(o)
         for o in (["ANALYZE", "BUFFERS"] if analyze else [])
@@ -247,11 +282,23 @@ def explain(
         settings=stmt.settings,
         statement=sql.SQL("EXPLAIN ({}) {}").format(options, stmt.statement),
         params=stmt.params,
+        setting_names=stmt.setting_names,
     )
     rows = _run(conn, explained)
     if as_json:
         plan = rows[0][0]
         return json.loads(plan) if isinstance(plan, str) else plan
-    return "\n".join(r[0] for r in rows)
+    return _shorten_vectors("\n".join(r[0] for r in rows))
+
+
+_VECTOR_LITERAL = re.compile(r"'\[([^\]']*)\]'")
+
+
+def _shorten_vectors(plan: str) -> str:
+    def short(match: re.Match[str]) -> str:
+        dims = match.group(1).count(",") + 1
+        return match.group(0) if dims <= 8 else f"'[{dims} dims]'"
+
+    return _VECTOR_LITERAL.sub(short, plan)
 
 

@@ -21,6 +21,8 @@ __all__ = [
     "InvalidTextError",
     "ServerError",
     "DatabaseError",
+    "DatabaseNotConfiguredError",
+    "PgvectorVersionError",
 ]
 
 
@@ -84,3 +86,18 @@ class ServerError(MrlPgError):
 
 class DatabaseError(MrlPgError):
     """PostgreSQL refused an operation; wraps the driver error as ``__cause__``."""
+
+
+class DatabaseNotConfiguredError(MrlPgError):
+    """No database was named: a library call never starts the embedded server on its own."""
+
+
+class PgvectorVersionError(DatabaseError):
+    """The ``vector`` extension is missing or older than mrl_pg needs.
+
+    ``installed`` is the installed version text, or None when the extension is missing.
+    """
+
+    def __init__(self, message: str, *, installed: str | None) -> None:
+        super().__init__(message)
+        self.installed = installed

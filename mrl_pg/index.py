@@ -5,6 +5,10 @@ to date row by row. pgvector builds the graph in memory as long as it fits in
 ``maintenance_work_mem`` and in parallel with ``max_parallel_maintenance_workers``;
 :func:`build_hnsw_index` sets both for the build only, sizes the memory to the
 estimated graph, and reports what happened.
+
+A rebuild never leaves the table without an index: the non-concurrent one
+replaces the index in a single transaction, the concurrent one builds the new
+index beside the old and swaps them only once it is valid.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 
 from ._index_progress import IndexProgress, ProgressPoller
-from .config import TableConfig
+from .config import TableConfig, validate_identifier
 from .errors import DatabaseError, InvalidConfigError, MrlPgError
 from .schema import hnsw_index_ddl
 
@@ -62,6 +66,10 @@ _HALFVEC_HEADER = 8
 # of the shared area for other things.
 _FIXED_OVERHEAD = 4 * _MB
 
+# A concurrent rebuild builds the new index under this name's suffix, then swaps.
+_REBUILD_SUFFIX = "_rebuild"
+_MAX_IDENTIFIER_BYTES = 63
+
 _MIN_MAINTENANCE_WORK_MEM = 64 * _MB
 _MAX_DEFAULT_MAINTENANCE_WORK_MEM = 8 * _GB
 _HEADROOM = 1.25
@@ -90,14 +98,16 @@ class IndexBuildReport:
 class IndexStatus:
     """The HNSW index as the catalog sees it.
 
-    ``valid`` is False after a failed ``CREATE INDEX CONCURRENTLY``; ``rows``
-    is the catalog's estimate (exact right after a build), None if never counted.
+    ``valid`` is False after a failed ``CREATE INDEX CONCURRENTLY``.
+    ``estimated_rows`` is the catalog's ``reltuples``: the planner's estimate,
+    exact right after a build but not updated by later writes until VACUUM or
+    ANALYZE; None if never counted.
     """
 
     exists: bool
     valid: bool
     bytes: int
-    rows: int | None
+    estimated_rows: int | None
     definition: str | None = None
 
 
@@ -187,7 +197,7 @@ def drop_hnsw_index(
 
 
 def index_status(conn: psycopg.Connection[Any], config: TableConfig) -> IndexStatus:
-    """Whether the HNSW index exists and is valid, its size on disk and row estimate.
+    """Whether the HNSW index exists and is valid, its size on disk and the planner's row estimate.
 
     Raises ``DatabaseError`` when the table itself does not exist.
     """
@@ -204,13 +214,13 @@ def index_status(conn: psycopg.Connection[Any], config: TableConfig) -> IndexSta
             f"could not read index {config.hnsw_index_name} on {config.qualified_name}: {exc}"
         ) from exc
     if row is None:
-        return IndexStatus(exists=False, valid=False, bytes=0, rows=None)
+        return IndexStatus(exists=False, valid=False, bytes=0, estimated_rows=None)
     valid, size, reltuples, definition = row
     return IndexStatus(
         exists=True,
         valid=bool(valid),
         bytes=int(size),
-        rows=int(reltuples) if reltuples is not None and reltuples >= 0 else None,
+        estimated_rows=int(reltuples) if reltuples is not None and reltuples >= 0 else None,
         definition=str(definition),
     )
 
@@ -232,11 +242,16 @@ def build_hnsw_index(
     ``maintenance_work_mem`` (bytes, or PostgreSQL text such as ``"2GB"``;
     default :func:`default_maintenance_work_mem` of the estimated graph) and
     ``parallel_workers`` (default :func:`default_parallel_workers`) apply to
-    this build only. Without ``concurrently`` the old index is dropped and the
-    new one built in one transaction (joining the caller's, if one is open): a
-    failed build keeps the old index, but the table is locked meanwhile. With
-    ``concurrently`` readers and writers carry on; the connection must not be
-    in a transaction block.
+    this build only. A rebuild never leaves the table without an index.
+    Without ``concurrently`` the old index is dropped and the new one built in
+    one transaction (joining the caller's, if one is open): a failed build
+    keeps the old index, but the table is locked meanwhile. With
+    ``concurrently`` readers and writers carry on: the new index is built
+    beside the old one under a temporary name, and only once it is valid is
+    the old one dropped and the new one renamed to ``config.hnsw_index_name``;
+    a failed or cancelled build drops its invalid leftover and keeps the old
+    index, and a leftover of an earlier crashed run is dropped first. The
+    connection must not be in a transaction block.
 
     ``on_progress`` is called from a background thread every ``poll_interval``
     seconds in which ``pg_stat_progress_create_index`` changed, then once with
@@ -266,13 +281,15 @@ def build_hnsw_index(
             on_warning(message)
 
     create = _create_statement(config, concurrently=concurrently)
-    drop = _drop_statement(config, concurrently=concurrently)
     poller = ProgressPoller(dsn or _dsn_of(conn), conn.info.backend_pid, on_progress,
                              poll_interval)
+    swap = False
     creating = False
     try:
         with _build_scope(conn, config, concurrently=concurrently) as set_for_build:
             _require_table(conn, config)
+            if concurrently:
+                _drop_crashed_rebuild(conn, config)
             rows = _count_rows(conn, config)
             estimate = estimate_hnsw_bytes(rows, config)
             set_for_build("maintenance_work_mem",
@@ -286,25 +303,37 @@ def build_hnsw_index(
                     "on disk, many times slower; give it more maintenance_work_mem"
                 )
             if _index_oid(conn, config) is not None:
-                conn.execute(drop)
+                if concurrently:
+                    swap = True
+                    create = _create_statement(config, concurrently=True,
+                                               name=_rebuild_index_name(config))
+                else:
+                    conn.execute(_drop_statement(config, concurrently=False))
             poller.rows = rows
             with _server_notices(conn, warn), poller:
                 creating = True
                 started = time.perf_counter()
                 conn.execute(create)
                 seconds = time.perf_counter() - started
+            if swap:
+                conn.execute(_drop_statement(config, concurrently=True))
+                conn.execute(_rename_statement(config))
             status = index_status(conn, config)
     except psycopg.Error as exc:
         if concurrently and creating:
-            _drop_invalid_leftover(conn, config, drop)
+            _recover_concurrent_build(conn, config)
         raise DatabaseError(
             f"could not build index {config.hnsw_index_name} on {config.qualified_name}: {exc}"
         ) from exc
+    except BaseException:
+        if concurrently and creating:
+            _recover_concurrent_build(conn, config)
+        raise
     for message in poller.warnings:
         warn(message)
     if poller.error is not None:
         raise poller.error
-    indexed = status.rows if status.rows is not None else rows
+    indexed = status.estimated_rows if status.estimated_rows is not None else rows
     if on_progress is not None:
         on_progress(IndexProgress(PHASE_DONE, indexed, indexed))
     return IndexBuildReport(
@@ -386,29 +415,101 @@ def _server_notices(
         conn.remove_notice_handler(handler)
 
 
-def _drop_invalid_leftover(
-    conn: psycopg.Connection[Any], config: TableConfig, drop: sql.Composed
-) -> None:
-    """A failed CREATE INDEX CONCURRENTLY leaves an invalid index behind; remove it."""
+def _drop_crashed_rebuild(conn: psycopg.Connection[Any], config: TableConfig) -> None:
+    """Drop the temporary index an earlier concurrent rebuild left when it crashed."""
+    name = _rebuild_index_name(config)
+    row = conn.execute(
+        "SELECT i.indrelid IS NOT DISTINCT FROM to_regclass(%s),"
+        " (SELECT min(p.pid) FROM pg_stat_progress_create_index p"
+        "  WHERE p.index_relid = c.oid AND p.pid <> pg_backend_pid())"
+        " FROM pg_class c LEFT JOIN pg_index i ON i.indexrelid = c.oid"
+        " WHERE c.oid = to_regclass(%s)",
+        (config.table.as_string(conn), config.qualified(name).as_string(conn)),
+    ).fetchone()
+    if row is None:
+        return
+    ours, builder = row
+    if not ours:
+        raise DatabaseError(
+            f"cannot rebuild the index of {config.qualified_name}: {name} already exists "
+            "and is not an index of that table"
+        )
+    if builder is not None:
+        raise DatabaseError(
+            f"cannot rebuild the index of {config.qualified_name}: another session "
+            f"(backend pid {builder}) is building it; wait for it to finish"
+        )
+    conn.execute(_drop_statement(config, concurrently=True, name=name))
+
+
+def _recover_concurrent_build(conn: psycopg.Connection[Any], config: TableConfig) -> None:
+    """After a failed concurrent build, keep one valid index under the configured name
+    (the old one, or the new one if the old was already dropped) and drop the rest."""
     if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
         return
+    temporary = _rebuild_index_name(config)
     try:
         with _autocommit(conn, config):
-            status = index_status(conn, config)
-            if status.exists and not status.valid:
-                conn.execute(drop)
+            old_valid = _index_validity(conn, config, config.hnsw_index_name)
+            new_valid = _index_validity(conn, config, temporary)
+            if new_valid and not old_valid:
+                if old_valid is not None:
+                    conn.execute(_drop_statement(config, concurrently=True))
+                conn.execute(_rename_statement(config))
+                return
+            if new_valid is not None:
+                conn.execute(_drop_statement(config, concurrently=True, name=temporary))
+            if old_valid is False:
+                conn.execute(_drop_statement(config, concurrently=True))
     except (psycopg.Error, MrlPgError):
         pass
 
 
-def _create_statement(config: TableConfig, *, concurrently: bool) -> sql.Composed:
-    return hnsw_index_ddl(config, concurrently=concurrently)
+def _index_validity(conn: psycopg.Connection[Any], config: TableConfig, name: str) -> bool | None:
+    """Whether the index ``name`` of the table is valid; None when the table has no such index."""
+    row = conn.execute(
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)"
+        " AND indrelid = to_regclass(%s)",
+        (config.qualified(name).as_string(conn), config.table.as_string(conn)),
+    ).fetchone()
+    return None if row is None else bool(row[0])
 
 
-def _drop_statement(config: TableConfig, *, concurrently: bool) -> sql.Composed:
+def _rebuild_index_name(config: TableConfig) -> str:
+    """The name a concurrent rebuild gives the new index until the swap; at most 63 bytes."""
+    base = config.hnsw_index_name[: _MAX_IDENTIFIER_BYTES - len(_REBUILD_SUFFIX)]
+    return validate_identifier(base + _REBUILD_SUFFIX, what="temporary index name")
+
+
+def _create_statement(
+    config: TableConfig, *, concurrently: bool, name: str | None = None
+) -> sql.Composed:
+    """The schema's HNSW DDL, naming the index ``name`` instead of the configured name."""
+    statement = hnsw_index_ddl(config, concurrently=concurrently)
+    if name is None:
+        return statement
+    configured = sql.Identifier(config.hnsw_index_name)
+    parts = list(statement)
+    if parts.count(configured) != 1:
+        raise MrlPgError(
+            f"cannot build {config.hnsw_index_name} under the name {name}: "
+            "the HNSW index DDL does not name it exactly once"
+        )
+    return sql.Composed([sql.Identifier(name) if part == configured else part for part in parts])
+
+
+def _drop_statement(
+    config: TableConfig, *, concurrently: bool, name: str | None = None
+) -> sql.Composed:
     return sql.SQL("DROP INDEX {}IF EXISTS {}").format(
         sql.SQL("CONCURRENTLY " if concurrently else ""),
-        config.qualified(config.hnsw_index_name),
+        config.qualified(name or config.hnsw_index_name),
+    )
+
+
+def _rename_statement(config: TableConfig) -> sql.Composed:
+    return sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+        config.qualified(_rebuild_index_name(config)), sql.Identifier(config.hnsw_index_name)
     )
 
 
@@ -442,13 +543,15 @@ def _count_rows(conn: psycopg.Connection[Any], config: TableConfig) -> int:
 
 def _current_setting(conn: psycopg.Connection[Any], name: str) -> str:
     row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
-    assert row is not None
+    if row is None:
+        raise DatabaseError(f"could not read the setting {name}: the server returned no row")
     return str(row[0])
 
 
 def _setting_bytes(conn: psycopg.Connection[Any], name: str) -> int:
     row = conn.execute("SELECT pg_size_bytes(current_setting(%s))", (name,)).fetchone()
-    assert row is not None
+    if row is None:
+        raise DatabaseError(f"could not read the setting {name}: the server returned no row")
     return int(row[0])
 
 

@@ -6,17 +6,24 @@ that skips rows whose content, metadata and embedding are unchanged, so
 loading the same file twice writes no new row versions. Into an empty table
 the rows are copied straight in, which is as fast as a plain ``COPY``.
 By default the whole load is one transaction.
+
+The embedding service is never called while a transaction of ours is open:
+an API call can take minutes, and an open transaction holds back vacuum for
+as long. Records that need an embedding are embedded first, parked in a
+temporary file, and then written in one transaction.
 """
 
 from __future__ import annotations
 
+import pickle
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +41,7 @@ from .errors import (
     IngestError,
     InvalidConfigError,
     InvalidVectorError,
+    MrlPgError,
 )
 from .readers import Record, _show, check_columns, parse_record, read_records
 from .vectors import FloatArray, as_embedding, as_embedding_matrix
@@ -44,6 +52,8 @@ ProgressCallback = Callable[[int], None]
 
 _COLUMNS = ("external_id", "content", "metadata")
 _COPY_TYPES = ["text", "text", "jsonb", "vector"]
+# Embedded batches wait in memory up to this size, then in a temporary file.
+_SPOOL_MEMORY_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -111,12 +121,20 @@ def ingest_records(
     ``reuse_embeddings`` a row already stored with the same content keeps its
     stored embedding (no paid call on re-runs; pass False after changing model).
 
-    By default the whole load is one transaction (joining the caller's if one
-    is open): any bad record, embedding failure or database error leaves the
-    table as it was. ``commit_each_batch`` commits every ``batch_size`` rows
-    instead; a failure then keeps the earlier batches. ``on_progress`` is
-    called after each batch with the number of rows loaded so far. ``source``
-    names the records in error messages.
+    By default the whole load is one transaction: any bad record, embedding
+    failure or database error leaves the table as it was. With an
+    ``embedder``, every record is read, checked and embedded first, with no
+    transaction open while the embedding service is called, and the embedded
+    batches wait in a temporary file (under ``TMPDIR``) until one transaction
+    writes them all; without one, batches are written as they are read, in a
+    single pass. ``commit_each_batch`` embeds a batch, then writes and commits
+    it, and so on; a failure then keeps the earlier batches. A connection
+    already inside the caller's transaction is joined instead (and rolls back
+    with it), and embedding calls then run inside that transaction: commit
+    first to avoid it.
+
+    ``on_progress`` is called after each batch is written with the number of
+    rows written so far. ``source`` names the records in error messages.
     """
     return _ingest(
         conn, config, records,
@@ -267,46 +285,69 @@ def _run(
             f"the embedder makes {embedder.dimensions}-dimensional embeddings but "
             f"{config.qualified_name} stores {config.full_dim}"
         )
-    if commit_each_batch and conn.info.transaction_status != TransactionStatus.IDLE:
+    idle = conn.info.transaction_status == TransactionStatus.IDLE
+    if commit_each_batch and not idle:
         raise InvalidConfigError(
             "commit_each_batch needs a connection that is not inside a transaction: "
             "commit or roll back first"
         )
-    if conn.adapters.types.get("vector") is None:
-        register_vector(conn)
     writer = _Writer(conn, config)
     started = time.perf_counter()
     rows = inserted = updated = batch_count = 0
 
-    def load(batch: _Batch) -> None:
-        nonlocal rows, inserted, updated, batch_count
+    def embed(batch: _Batch) -> None:
         with _database_errors(f"could not load {batch.span}"):
             _fill_embeddings(conn, config, batch, embedder, source=source,
                              reuse=reuse_embeddings and not writer.direct)
+
+    def write(batch: _Batch) -> None:
+        nonlocal rows, inserted, updated, batch_count
+        with _database_errors(f"could not load {batch.span}"):
             added, changed = writer.write(batch)
         rows += len(batch.external_ids)
         inserted += added
         updated += changed
         batch_count += 1
 
+    def progress() -> None:
+        if on_progress is not None:
+            on_progress(rows)
+
     where = f"could not load {source}" if source else "could not load the records"
     with _database_errors(where):
+        if conn.adapters.types.get("vector") is None:
+            with _reading(conn):
+                register_vector(conn)
         if commit_each_batch:
             with conn.transaction():
                 writer.prepare()
             for batch in batches:
+                embed(batch)
                 with conn.transaction():
                     writer.new_transaction()
-                    load(batch)
-                if on_progress is not None:
-                    on_progress(rows)
-        else:
+                    write(batch)
+                progress()
+        elif embedder is None or not idle:
+            # No embedding call can happen outside a transaction here: none is
+            # made without an embedder, and the caller's transaction is open anyway.
             with conn.transaction():
                 writer.prepare()
                 for batch in batches:
-                    load(batch)
-                    if on_progress is not None:
-                        on_progress(rows)
+                    embed(batch)
+                    write(batch)
+                    progress()
+        else:
+            with _reading(conn):
+                writer.prepare()  # refuse a wrong table before any embedding is paid for
+            with _Spool() as spool:
+                for batch in batches:
+                    embed(batch)
+                    spool.append(batch)
+                with conn.transaction():
+                    writer.prepare()
+                    for batch in spool:
+                        write(batch)
+                        progress()
     seconds = time.perf_counter() - started
     return IngestReport(
         rows_read=rows,
@@ -316,6 +357,66 @@ def _run(
         batches=batch_count,
         seconds=seconds,
     )
+
+
+@contextmanager
+def _reading(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    # Outside autocommit a read begins a transaction implicitly, which would then
+    # stay idle in transaction through the next embedding call.
+    if conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
+        yield
+    else:
+        with conn.transaction():
+            yield
+
+
+class _Spool:
+    """Embedded batches parked until the write: in memory while small, then on disk."""
+
+    def __init__(self) -> None:
+        self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY_BYTES)
+        self._count = 0
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._file.close()
+
+    def append(self, batch: _Batch) -> None:
+        matrix = np.stack([_filled(e) for e in batch.embeddings])
+        with _spool_errors(batch.span):
+            # Our own data, read back by this process only, so pickle is safe here.
+            pickle.dump(
+                (batch.external_ids, batch.contents, batch.metadatas, matrix,
+                 batch.span, batch.lines),
+                self._file, protocol=pickle.HIGHEST_PROTOCOL,
+            )
+        self._count += 1
+
+    def __iter__(self) -> Iterator[_Batch]:
+        self._file.seek(0)
+        for _ in range(self._count):
+            with _spool_errors("embedded batches"):
+                ids, contents, metadatas, matrix, span, lines = pickle.load(self._file)  # noqa: S301
+            yield _Batch(ids, contents, metadatas, list(matrix), span, lines)
+
+
+@contextmanager
+def _spool_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise MrlPgError(
+            f"could not keep {what} in a temporary file under {tempfile.gettempdir()} "
+            f"(set TMPDIR to a roomier place): {exc}"
+        ) from exc
+
+
+def _filled(embedding: FloatArray | None) -> FloatArray:
+    if embedding is None:
+        raise MrlPgError("internal error: a batch was spooled before it was embedded")
+    return embedding
 
 
 class _Writer:
@@ -403,7 +504,8 @@ class _Writer:
             self._staging_exists = True
             self._copy(cur, self._copy_staging, batch)
             counts = cur.execute(self._upsert).fetchone()
-        assert counts is not None
+        if counts is None:
+            raise DatabaseError(f"the upsert into {self._config.qualified_name} returned no counts")
         return int(counts[0]), int(counts[1])
 
     @staticmethod
@@ -428,10 +530,11 @@ def _fill_embeddings(
     if not missing:
         return
     if reuse:
-        stored = _stored_embeddings(
-            conn, config,
-            [batch.external_ids[i] for i in missing], [batch.contents[i] for i in missing],
-        )
+        with _reading(conn):
+            stored = _stored_embeddings(
+                conn, config,
+                [batch.external_ids[i] for i in missing], [batch.contents[i] for i in missing],
+            )
         for i in missing:
             batch.embeddings[i] = stored.get(batch.external_ids[i])
         missing = [i for i in missing if batch.embeddings[i] is None]

@@ -9,7 +9,7 @@ from psycopg import sql
 
 from .config import TableConfig
 from .errors import DatabaseError
-from .schema import extension_ddl, index_ddl, render, table_ddl
+from .schema import extension_ddl, index_ddl, pgvector_check_ddl, render, table_ddl
 from .search_function import drop_search_function_ddl, search_function_ddl
 
 __all__ = ["create_ddl", "drop_ddl", "install", "install_script"]
@@ -17,7 +17,7 @@ __all__ = ["create_ddl", "drop_ddl", "install", "install_script"]
 
 def create_ddl(config: TableConfig, *, with_search_function: bool = True) -> list[sql.Composed]:
     """Every statement that creates the table, its indexes and its search function."""
-    statements = [extension_ddl(), table_ddl(config), *index_ddl(config)]
+    statements = [extension_ddl(), pgvector_check_ddl(), table_ddl(config), *index_ddl(config)]
     if with_search_function:
         statements.append(search_function_ddl(config))
     return statements
@@ -40,8 +40,8 @@ def install_script(config: TableConfig | None = None) -> str:
         "-- Generated from mrl_pg/schema.py by `mrl-pg sql > sql/install.sql`;\n"
         "-- tests/test_sql_script.py fails if this file and the generator differ.\n"
         '-- Run with: psql "$DATABASE_URL" -f sql/install.sql\n'
-        "-- Needs pgvector >= 0.7 (halfvec, subvector, l2_normalize), >= 0.8 for the\n"
-        "-- iterative index scans that keep filtered searches full.\n"
+        "-- Needs pgvector >= 0.8 (iterative index scans); it stops with an error\n"
+        "-- naming the installed version otherwise.\n"
     )
     body = ";\n\n".join(render(s) for s in create_ddl(config)) + ";\n"
     return header + "\\set ON_ERROR_STOP on\n\nBEGIN;\n\n" + body + "\nCOMMIT;\n"

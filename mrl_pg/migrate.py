@@ -5,12 +5,16 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Any
 
+import psycopg
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
 from .server import resolve_dsn
 
-__all__ = ["VERSION_TABLE", "alembic_config", "upgrade", "downgrade", "current"]
+__all__ = [
+    "VERSION_TABLE", "alembic_config", "upgrade", "downgrade", "current", "migration_engine"
+]
 
 VERSION_TABLE = "mrl_pg_alembic_version"
 
@@ -39,14 +43,23 @@ def downgrade(dsn: str | None = None, revision: str = "base") -> None:
     command.downgrade(alembic_config(dsn or resolve_dsn()), revision)
 
 
+def migration_engine(dsn: str) -> sa.Engine:
+    """A one-connection-at-a-time engine on ``dsn`` for migrations.
+
+    Plain psycopg connections: pgvector may not be installed yet (the first
+    revision creates it), so its types are not registered.
+    """
+    return sa.create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=sa.pool.NullPool
+    )
+
+
 def current(dsn: str | None = None) -> str | None:
     """The revision the database is at, or None before the first migration."""
-    import sqlalchemy as sa
     from alembic.runtime.migration import MigrationContext
 
-    from .db import sqlalchemy_url
 
-    engine = sa.create_engine(sqlalchemy_url(dsn or resolve_dsn()), poolclass=sa.pool.NullPool)
+    engine = migration_engine(dsn or resolve_dsn())
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})

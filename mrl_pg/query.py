@@ -9,6 +9,7 @@ The psycopg front end binds named placeholders; the SQL function binds
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,11 @@ __all__ = [
     "scan_settings",
     "EXACT_SETTINGS",
     "settings_sql",
+    "RESTORE_SETTINGS_SQL",
     "ef_search_for",
+    "ClampedMultiple",
+    "EF_SEARCH_RULE",
+    "MAX_SCAN_TUPLES_RULE",
 ]
 
 RESULT_COLUMNS = ("id", "external_id", "content", "metadata", "distance")
@@ -37,6 +42,60 @@ MAX_MATCH_COUNT = 1000
 MAX_EF_SEARCH = 1000  # pgvector's ceiling for hnsw.ef_search
 DEFAULT_MAX_SCAN_TUPLES = 20_000  # pgvector's default; bounds a filter that matches nothing
 MAX_POOL = 100_000
+
+
+@dataclass(frozen=True)
+class ClampedMultiple:
+    """``max(floor, min(factor * n, ceiling))``: one rule, evaluated here or rendered as SQL.
+
+    The psycopg and ORM front ends evaluate it in Python; the SQL function's
+    body is rendered from the same object, so the two can never disagree.
+
+    >>> ClampedMultiple(factor=2, floor=40, ceiling=1000)(30)
+    60
+    """
+
+    factor: int
+    floor: int
+    ceiling: int | None = None
+
+    def __call__(self, n: int) -> int:
+        value = max(self.floor, self.factor * n)
+        return value if self.ceiling is None else min(value, max(self.floor, self.ceiling))
+
+    def sql(self, n: sql.Composable) -> sql.Composed:
+        """The rule as a SQL integer expression of ``n`` (bigint arithmetic, no overflow)."""
+        value = sql.SQL("greatest({floor}, {factor} * ({n})::bigint)").format(
+            floor=sql.Literal(self.floor), factor=sql.Literal(self.factor), n=n
+        )
+        if self.ceiling is None:
+            return value
+        return sql.SQL("least({value}, {ceiling})").format(
+            value=value, ceiling=sql.Literal(max(self.floor, self.ceiling))
+        )
+
+
+EF_SEARCH_RULE = ClampedMultiple(factor=2, floor=40, ceiling=MAX_EF_SEARCH)
+"""``hnsw.ef_search`` for a pool: twice the pool, within pgvector's 40..1000.
+
+An HNSW scan returns at most ef_search rows, so it must be at least the pool;
+twice the pool gives the graph walk room to find the true prefix neighbours
+(``mrl-pg demo`` recall@10: 0.978 with 1x the pool, 0.993-0.997 with 2x).
+Above 1000 the iterative scan supplies the rest of the pool.
+"""
+
+MAX_SCAN_TUPLES_RULE = ClampedMultiple(factor=2, floor=DEFAULT_MAX_SCAN_TUPLES)
+"""``hnsw.max_scan_tuples`` for a pool: pgvector's default, raised so an unfiltered pool fits."""
+
+
+def _integer(name: str, value: Any) -> int:
+    # numpy integers are fine; bools and floats (even 10.0) are not.
+    if isinstance(value, bool):
+        raise InvalidSearchError(f"{name} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise InvalidSearchError(f"{name} must be an integer, got {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -56,9 +115,11 @@ class SearchParams:
 
     def __post_init__(self) -> None:
         for name in ("k", "oversample"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidSearchError(f"{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, _integer(name, getattr(self, name)))
+        if self.max_scan_tuples is not None:
+            object.__setattr__(
+                self, "max_scan_tuples", _integer("max_scan_tuples", self.max_scan_tuples)
+            )
         if not 1 <= self.k <= MAX_MATCH_COUNT:
             raise InvalidSearchError(f"k must be between 1 and {MAX_MATCH_COUNT}, got {self.k}")
         if self.oversample < 1:
@@ -75,6 +136,7 @@ class SearchParams:
             raise InvalidSearchError(
                 f"max_scan_tuples must be positive, got {self.max_scan_tuples}"
             )
+        _ = self.filter_json  # a filter JSON cannot encode is refused here, before any SQL
 
     @property
     def pool(self) -> int:
@@ -87,7 +149,10 @@ class SearchParams:
     @property
     def filter_json(self) -> str:
         """The filter as JSON text, sent as a parameter: keys and values are data, never SQL."""
-        return json.dumps(dict(self.filter or {}))
+        try:
+            return json.dumps(dict(self.filter or {}), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidSearchError(f"filter cannot be encoded as JSON: {exc}") from None
 
     @property
     def ef_search(self) -> int:
@@ -95,21 +160,15 @@ class SearchParams:
 
     @property
     def scan_tuples(self) -> int:
-        """Iterative-scan budget: pgvector's default, raised so an unfiltered pool always fits."""
+        """Iterative-scan budget: :data:`MAX_SCAN_TUPLES_RULE` unless given."""
         if self.max_scan_tuples is not None:
             return self.max_scan_tuples
-        return max(DEFAULT_MAX_SCAN_TUPLES, 2 * self.pool)
+        return MAX_SCAN_TUPLES_RULE(self.pool)
 
 
 def ef_search_for(pool: int) -> int:
-    """``hnsw.ef_search`` for a candidate pool: twice the pool, within pgvector's 40..1000.
-
-    An HNSW scan returns at most ef_search rows, so it must be at least the
-    pool; twice the pool gives the graph walk room to find the true prefix
-    neighbours (``mrl-pg demo`` recall@10: 0.978 with 1x the pool, 0.993-0.997 with 2x).
-    Above 1000 the iterative scan supplies the rest of the pool.
-    """
-    return max(40, min(2 * pool, MAX_EF_SEARCH))
+    """``hnsw.ef_search`` for a candidate pool (:data:`EF_SEARCH_RULE`)."""
+    return EF_SEARCH_RULE(pool)
 
 
 def _result_select(config: TableConfig, query: sql.Composable) -> sql.Composed:
@@ -206,13 +265,40 @@ EXACT_SETTINGS: list[tuple[str, str]] = [
 
 
 def settings_sql(settings: list[tuple[str, str]]) -> sql.Composed:
-    """One ``SELECT set_config(name, value, true), ...``: every setting in one round trip."""
-    return sql.SQL("SELECT {}").format(
-        sql.SQL(", ").join(
-            sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
-            for name, value in settings
-        )
+    """One statement that reads each setting's current value, then sets it for the transaction.
+
+    It returns one row: the values before (None for a setting not defined
+    yet), in the order given, then the new ones. A materialized CTE reads them
+    before the projection sets them. Inside a caller's transaction the old
+    values go back through :data:`RESTORE_SETTINGS_SQL` once the search has
+    run, since a transaction-local setting would otherwise outlive it (even
+    one made inside a savepoint, which ``RELEASE SAVEPOINT`` keeps).
+    """
+    names = [sql.Literal(name) for name, _ in settings]
+    return sql.SQL(
+        "WITH old AS MATERIALIZED (SELECT {old}) SELECT old.*, {new} FROM old"
+    ).format(
+        old=sql.SQL(", ").join(
+            sql.SQL("current_setting({}, true) AS {}").format(name, sql.Identifier(f"old_{i}"))
+            for i, name in enumerate(names)
+        ),
+        new=sql.SQL(", ").join(
+            sql.SQL("set_config({}, {}, true)").format(name, sql.Literal(value))
+            for name, (_, value) in zip(names, settings, strict=True)
+        ),
     )
+
+
+RESTORE_SETTINGS_SQL = sql.SQL(
+    "SELECT set_config(s.name, coalesce(s.old, p.reset_val), true) "
+    "FROM unnest({names}::text[], {old}::text[]) AS s(name, old) "
+    "JOIN pg_settings AS p ON p.name = s.name"
+).format(names=sql.Placeholder("names"), old=sql.Placeholder("old"))
+"""Puts back the values :func:`settings_sql` returned (``names``, ``old``: text arrays).
+
+A setting that was not defined before the search (pgvector's library not yet
+loaded in this session) goes back to its default.
+"""
 
 
 def search_parameters(params: SearchParams) -> dict[str, Any]:

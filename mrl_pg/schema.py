@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from .compat import MIN_PGVECTOR_VERSION
 from .config import TableConfig
 
 __all__ = [
     "prefix_expression",
     "extension_ddl",
+    "pgvector_check_ddl",
     "table_ddl",
     "check_constraints",
     "TOAST_TUPLE_TARGET",
@@ -37,6 +39,34 @@ def prefix_expression(source: sql.Composable, prefix_dim: int) -> sql.Composed:
 def extension_ddl() -> sql.Composed:
     """``CREATE EXTENSION IF NOT EXISTS vector``."""
     return sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier("vector"))
+
+
+def pgvector_check_ddl() -> sql.Composed:
+    """A ``DO`` block that stops an install or migration on pgvector older than 0.8.
+
+    The message names the installed version, as :func:`mrl_pg.compat.require_pgvector` does.
+    """
+    minimum = ".".join(map(str, MIN_PGVECTOR_VERSION))
+    return sql.SQL(
+        """DO $mrl_pg_check$
+DECLARE
+    installed text := (SELECT extversion FROM pg_extension WHERE extname = 'vector');
+BEGIN
+    IF installed IS NULL OR string_to_array(split_part(installed, '-', 1), '.')::int[]
+            < {minimum_array} THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = 'mrl_pg needs pgvector ' || {minimum} || ' or later, but '
+                || coalesce('pgvector ' || installed || ' is installed', 'it is not installed'),
+            HINT = 'install a newer pgvector, then ALTER EXTENSION vector UPDATE';
+    END IF;
+END
+$mrl_pg_check$"""
+    ).format(
+        minimum_array=sql.SQL("ARRAY[{}]").format(
+            sql.SQL(", ").join(sql.Literal(n) for n in MIN_PGVECTOR_VERSION)
+        ),
+        minimum=sql.Literal(minimum),
+    )
 
 
 # Rows up to a page stay inline: 1536 float4 dims plus the prefix fit in 8 kB,

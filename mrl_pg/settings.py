@@ -14,7 +14,7 @@ class Environment:
     """What the environment says about where the database is."""
 
     dsn: str | None
-    """``MRL_PG_DSN``, else ``DATABASE_URL``, else None (use the embedded server)."""
+    """``MRL_PG_DSN``, else ``DATABASE_URL``, else None; ``embedded`` names the embedded server."""
     home: Path
     """``MRL_PG_HOME``, else ``.mrl-pg`` under the current directory."""
 

@@ -34,18 +34,21 @@ leave its version table out, or Alembic proposes to drop it::
 
     context.configure(..., include_name=include_name)
 
-Search settings (``hnsw.ef_search`` and friends) are set with
-``set_config(..., true)``: they last until the session's transaction ends, so
-later statements in the same transaction see them too, and they never leak to
-other users of a pooled connection. A search therefore needs a transaction and
-refuses a connection in autocommit mode, where the settings would vanish before
-the query runs.
+Search settings (``hnsw.ef_search`` and friends) travel with the statement:
+:func:`search_select` and :func:`exact_search_select` carry them as an
+execution option, and whenever such a statement is executed (``Session``,
+``Connection``, sync or async) mrl_pg opens a savepoint (or, in autocommit
+mode, a transaction), applies them, runs the statement, then rolls the
+savepoint back once the rows are read. A search writes nothing, so nothing is
+lost, and the settings never outlive the statement: the rest of the caller's
+transaction runs with its own settings. Wrapping the statement in another
+(``select(...).select_from(stmt.subquery())``) drops the option; compose with
+``.where``/``.join``/``.add_columns`` on the statement itself instead.
 
-Statements are not prepared by SQLAlchemy, but psycopg prepares any statement a
-connection runs five times; a prepared statement may then switch to a cached
-generic plan, which cannot see the pool size or the query. The settings include
-``plan_cache_mode = force_custom_plan`` so every search is planned for its own
-values, prepared or not.
+psycopg prepares any statement a connection runs five times, and a prepared
+statement may switch to a cached generic plan that cannot see the pool size or
+the query. The settings include ``plan_cache_mode = force_custom_plan`` so every
+search is planned for its own values, prepared or not.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pgvector.sqlalchemy import HALFVEC, VECTOR
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from sqlalchemy import (
     BigInteger,
     BindParameter,
@@ -71,19 +75,27 @@ from sqlalchemy import (
     TextClause,
     UniqueConstraint,
     bindparam,
+    event,
     func,
     select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine, ExceptionContext, ExecutionContext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, Session, aliased, declared_attr, mapped_column
 from sqlalchemy.schema import SchemaItem
 
 from .config import TableConfig
 from .errors import DatabaseError, InvalidConfigError, InvalidSearchError
-from .query import EXACT_SETTINGS, MAX_MATCH_COUNT, SearchParams, scan_settings
+from .query import (
+    EXACT_SETTINGS,
+    MAX_MATCH_COUNT,
+    RESTORE_SETTINGS_SQL,
+    SearchParams,
+    scan_settings,
+    settings_sql,
+)
 from .schema import TOAST_TUPLE_TARGET, check_constraints, prefix_expression, render
 from .vectors import as_embedding
 
@@ -96,8 +108,7 @@ __all__ = [
     "table_args",
     "search_select",
     "exact_search_select",
-    "search_settings",
-    "exact_search_settings",
+    "SETTINGS_OPTION",
     "search",
     "exact_search",
     "search_async",
@@ -262,8 +273,9 @@ def search_select(
     oversample: int = 8,
     where: Where = (),
     offset: int = 0,
+    max_scan_tuples: int | None = None,
 ) -> Select[_M, float]:
-    """The adaptive search as a composable ``SELECT (model, distance)``.
+    """The adaptive search as a composable ``SELECT (model, distance)``, settings included.
 
     Same plan as :func:`mrl_pg.query.adaptive_search_sql`: a MATERIALIZED CTE
     takes ``(offset + k) * oversample`` rows matching ``where`` in order of
@@ -274,9 +286,10 @@ def search_select(
         stmt = search_select(Document, q, k=10)
         stmt = stmt.join(Note, Note.document_id == stmt.selected_columns.id)
 
-    Run it after :func:`search_settings` in the same transaction.
+    Executing it applies its HNSW settings for that statement only (see the
+    module docstring), so ``session.execute(stmt)`` always gets its full pool.
     """
-    params = _search_params(k, oversample, offset, None)
+    params = _search_params(k, oversample, offset, max_scan_tuples)
     config, query = _query(model, query_vector)
     candidates = (
         select(model)
@@ -289,7 +302,9 @@ def search_select(
     row = aliased(model, candidates)
     distance = row.embedding.cosine_distance(_query_full(query)).label("distance")
     statement = select(row, distance).order_by(distance, row.id).limit(k)
-    return statement.offset(offset) if offset else statement
+    if offset:
+        statement = statement.offset(offset)
+    return statement.execution_options(**{SETTINGS_OPTION: tuple(scan_settings(params))})
 
 
 def exact_search_select(
@@ -297,60 +312,91 @@ def exact_search_select(
 ) -> Select[_M, float]:
     """Full-dimension cosine over every row matching ``where``: ground truth, small tables.
 
-    Run it after :func:`exact_search_settings` so no index scan replaces the full sort.
+    Carries settings that turn index scans off for this statement, so no index
+    scan replaces the full comparison.
     """
     SearchParams(k=k, oversample=1)
     _, query = _query(model, query_vector)
     distance = model.embedding.cosine_distance(_query_full(query)).label("distance")
-    return select(model, distance).where(*where).order_by(distance, model.id).limit(k)
+    statement = select(model, distance).where(*where).order_by(distance, model.id).limit(k)
+    return statement.execution_options(**{SETTINGS_OPTION: tuple(EXACT_SETTINGS)})
 
 
-def _set_config(settings: list[tuple[str, str]]) -> Select[Any]:
-    return select(*(func.set_config(name, value, True) for name, value in settings))
+SETTINGS_OPTION = "mrl_pg_settings"
+"""Execution option holding a statement's (name, value) settings; see the module docstring."""
+
+_STATE = "_mrl_pg_settings_state"
 
 
-def search_settings(
-    *, k: int = 10, oversample: int = 8, offset: int = 0, max_scan_tuples: int | None = None
-) -> Select[Any]:
-    """Transaction-local settings for an adaptive search, as one ``SELECT set_config(...)``.
-
-    The same settings as the psycopg front end (:func:`mrl_pg.query.scan_settings`):
-    ``hnsw.ef_search`` raised to the pool (at most 1000), relaxed-order iterative
-    scans so a filter still fills the pool, ``hnsw.max_scan_tuples``, custom plans only.
-    """
-    return _set_config(scan_settings(_search_params(k, oversample, offset, max_scan_tuples)))
+def _settings_of(context: ExecutionContext | None) -> tuple[tuple[str, str], ...] | None:
+    if context is None:
+        return None
+    settings: tuple[tuple[str, str], ...] | None = context.execution_options.get(SETTINGS_OPTION)
+    return settings or None
 
 
-def exact_search_settings() -> Select[Any]:
-    """Transaction-local settings for an exact search: no index scans, custom plans only."""
-    return _set_config(EXACT_SETTINGS)
+def _run_plain(connection: Connection, statement: sql.Composable,
+               params: dict[str, Any] | None = None) -> tuple[Any, ...] | None:
+    """Run SQL on the same DBAPI connection, on a cursor of its own (the search's rows stay)."""
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(render(statement), params)
+        return cursor.fetchone() if cursor.description else None
+    finally:
+        cursor.close()
 
 
-def _adaptive(
-    model: type[_M],
-    query_vector: Any,
-    k: int,
-    oversample: int,
-    where: Where,
-    offset: int,
-    max_scan_tuples: int | None,
-) -> tuple[Select[Any], Select[_M, float]]:
-    statement = search_select(
-        model, query_vector, k=k, oversample=oversample, where=where, offset=offset
-    )
-    settings = search_settings(
-        k=k, oversample=oversample, offset=offset, max_scan_tuples=max_scan_tuples
-    )
-    return settings, statement
+@event.listens_for(Engine, "before_cursor_execute")
+def _apply_settings(
+    connection: Connection, cursor: Any, statement: str, parameters: Any,
+    context: ExecutionContext | None, executemany: bool,
+) -> None:
+    settings = _settings_of(context)
+    if settings is None:
+        return
+    if context is not None and context.execution_options.get("stream_results"):
+        raise InvalidSearchError("a search cannot stream its results (stream_results/yield_per)")
+    driver: Any = connection.connection.driver_connection
+    own = bool(driver.autocommit) and driver.info.transaction_status == TransactionStatus.IDLE
+    if own:  # autocommit: a transaction of our own, which takes the settings away as it ends
+        _run_plain(connection, sql.SQL("BEGIN"))
+    old = _run_plain(connection, settings_sql(list(settings)))
+    names = [name for name, _ in settings]
+    state = {"own": own, "names": names, "old": list(old[: len(names)]) if old else []}
+    setattr(context, _STATE, state)
 
 
-def _require_transaction(connection: Connection | None) -> None:
-    driver = connection.connection.driver_connection if connection is not None else None
-    if getattr(driver, "autocommit", False):
-        raise InvalidSearchError(
-            "search needs a transaction: the connection is in autocommit mode, so the "
-            "transaction-local HNSW settings would be gone before the query runs"
-        )
+def _undo_settings(connection: Connection, context: ExecutionContext | None, *,
+                   failed: bool) -> None:
+    state = getattr(context, _STATE, None)
+    if state is None:
+        return
+    delattr(context, _STATE)
+    if state["own"]:
+        _run_plain(connection, sql.SQL("ROLLBACK" if failed else "COMMIT"))
+    elif not failed:  # a failed statement aborted the caller's transaction; its rollback undoes
+        _run_plain(connection, RESTORE_SETTINGS_SQL, {"names": state["names"],
+                                                      "old": state["old"]})
+
+
+@event.listens_for(Engine, "after_cursor_execute")
+def _restore_settings(
+    connection: Connection, cursor: Any, statement: str, parameters: Any,
+    context: ExecutionContext | None, executemany: bool,
+) -> None:
+    # The rows are already on the client (never a server-side cursor, see above).
+    _undo_settings(connection, context, failed=False)
+
+
+@event.listens_for(Engine, "handle_error")
+def _restore_settings_after_error(exception_context: ExceptionContext) -> None:
+    connection = exception_context.connection
+    if connection is None or exception_context.is_disconnect:
+        return
+    try:
+        _undo_settings(connection, exception_context.execution_context, failed=True)
+    except Exception:  # the original error is the one to report
+        pass
 
 
 def _rows(result: Iterable[Any]) -> list[tuple[Any, float]]:
@@ -370,29 +416,25 @@ def search(
 ) -> list[tuple[_M, float]]:
     """Adaptive search: ``(model instance, cosine distance)`` pairs, nearest first.
 
-    Two statements in the session's transaction: the settings, then
-    :func:`search_select`. The settings stay until the transaction ends.
+    Runs :func:`search_select` in the session's transaction; its settings end
+    with the statement.
 
     >>> search(session, Document, q, where=[Document.meta["lang"].astext == "en"])  # doctest: +SKIP
     """
-    settings, statement = _adaptive(
-        model, query_vector, k, oversample, where, offset, max_scan_tuples
-    )
-    return _run(session, settings, statement)
+    statement = search_select(model, query_vector, k=k, oversample=oversample, where=where,
+                              offset=offset, max_scan_tuples=max_scan_tuples)
+    try:
+        return _rows(session.execute(statement))
+    except DBAPIError as exc:
+        raise DatabaseError(f"search failed: {exc.orig}") from exc
 
 
 def exact_search(
     session: Session, model: type[_M], query_vector: Any, *, k: int = 10, where: Where = ()
 ) -> list[tuple[_M, float]]:
-    """Exact search on the full vectors with index scans off for the rest of the transaction."""
+    """Exact search on the full vectors (index scans off for this statement only)."""
     statement = exact_search_select(model, query_vector, k=k, where=where)
-    return _run(session, exact_search_settings(), statement)
-
-
-def _run(session: Session, settings: Select[Any], statement: Select[_M, float]) -> list[Any]:
     try:
-        _require_transaction(session.connection())
-        session.execute(settings)
         return _rows(session.execute(statement))
     except DBAPIError as exc:
         raise DatabaseError(f"search failed: {exc.orig}") from exc
@@ -409,11 +451,13 @@ async def search_async(
     offset: int = 0,
     max_scan_tuples: int | None = None,
 ) -> list[tuple[_M, float]]:
-    """Async twin of :func:`search`, for ``create_async_engine("postgresql+psycopg://...")``."""
-    settings, statement = _adaptive(
-        model, query_vector, k, oversample, where, offset, max_scan_tuples
-    )
-    return await _run_async(session, settings, statement)
+    """Async twin of :func:`search`, for :func:`mrl_pg.db.create_async_engine`."""
+    statement = search_select(model, query_vector, k=k, oversample=oversample, where=where,
+                              offset=offset, max_scan_tuples=max_scan_tuples)
+    try:
+        return _rows(await session.execute(statement))
+    except DBAPIError as exc:
+        raise DatabaseError(f"search failed: {exc.orig}") from exc
 
 
 async def exact_search_async(
@@ -421,16 +465,7 @@ async def exact_search_async(
 ) -> list[tuple[_M, float]]:
     """Async twin of :func:`exact_search`."""
     statement = exact_search_select(model, query_vector, k=k, where=where)
-    return await _run_async(session, exact_search_settings(), statement)
-
-
-async def _run_async(
-    session: AsyncSession, settings: Select[Any], statement: Select[_M, float]
-) -> list[Any]:
     try:
-        connection = await session.connection()
-        _require_transaction(connection.sync_connection)
-        await session.execute(settings)
         return _rows(await session.execute(statement))
     except DBAPIError as exc:
         raise DatabaseError(f"search failed: {exc.orig}") from exc

@@ -3,13 +3,27 @@
 -- Generated from mrl_pg/schema.py by `mrl-pg sql > sql/install.sql`;
 -- tests/test_sql_script.py fails if this file and the generator differ.
 -- Run with: psql "$DATABASE_URL" -f sql/install.sql
--- Needs pgvector >= 0.7 (halfvec, subvector, l2_normalize), >= 0.8 for the
--- iterative index scans that keep filtered searches full.
+-- Needs pgvector >= 0.8 (iterative index scans); it stops with an error
+-- naming the installed version otherwise.
 \set ON_ERROR_STOP on
 
 BEGIN;
 
 CREATE EXTENSION IF NOT EXISTS "vector";
+
+DO $mrl_pg_check$
+DECLARE
+    installed text := (SELECT extversion FROM pg_extension WHERE extname = 'vector');
+BEGIN
+    IF installed IS NULL OR string_to_array(split_part(installed, '-', 1), '.')::int[]
+            < ARRAY[0, 8, 0] THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = 'mrl_pg needs pgvector ' || '0.8.0' || ' or later, but '
+                || coalesce('pgvector ' || installed || ' is installed', 'it is not installed'),
+            HINT = 'install a newer pgvector, then ALTER EXTENSION vector UPDATE';
+    END IF;
+END
+$mrl_pg_check$;
 
 CREATE TABLE "mrl_documents" (
     id bigint GENERATED ALWAYS AS IDENTITY,
@@ -30,17 +44,24 @@ CREATE INDEX "mrl_documents_embedding_prefix_hnsw" ON "mrl_documents" USING hnsw
 
 CREATE INDEX "mrl_documents_metadata_gin" ON "mrl_documents" USING gin (metadata jsonb_path_ops);
 
-CREATE OR REPLACE FUNCTION "mrl_search"(
+DO $mrl_pg_install$
+BEGIN
+    IF current_schema() IS NULL OR current_schema() !~ '^[a-z_][a-z0-9_]*$' THEN
+        RAISE EXCEPTION USING ERRCODE = '3F000', MESSAGE = 'mrl_pg: cannot create '
+            || 'mrl_search' || ' in schema ' || coalesce(quote_ident(current_schema()), 'NULL')
+            || ': set search_path to a schema whose name needs no quoting, or name one';
+    END IF;
+    EXECUTE replace('CREATE OR REPLACE FUNCTION "mrl_pg_install_schema"."mrl_search"(
     query_embedding vector,
     match_count integer DEFAULT 10,
     oversample integer DEFAULT 8,
-    filter jsonb DEFAULT '{}'::jsonb
+    filter jsonb DEFAULT ''{}''::jsonb
 )
 RETURNS TABLE (id bigint, external_id text, content text, metadata jsonb, distance double precision)
 LANGUAGE plpgsql
 STABLE
 SECURITY INVOKER
-SET search_path = "pg_catalog", "public", "extensions"
+SET search_path = "pg_catalog", "mrl_pg_install_schema", "public", "extensions"
 SET hnsw.ef_search = 40
 SET hnsw.iterative_scan = relaxed_order
 SET hnsw.max_scan_tuples = 20000
@@ -49,60 +70,63 @@ DECLARE
     pool integer;
 BEGIN
     IF query_embedding IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22004',
-            MESSAGE = 'mrl_search' || ': query_embedding must not be NULL';
+        RAISE EXCEPTION USING ERRCODE = ''22004'',
+            MESSAGE = ''mrl_search'' || '': query_embedding must not be NULL'';
     END IF;
     IF vector_dims(query_embedding) <> 1536 THEN
-        RAISE EXCEPTION USING ERRCODE = '22000',
-            MESSAGE = 'mrl_search' || ': query_embedding has ' || vector_dims(query_embedding)
-                || ' dimensions, expected ' || 1536;
+        RAISE EXCEPTION USING ERRCODE = ''22000'',
+            MESSAGE = ''mrl_search'' || '': query_embedding has '' || vector_dims(query_embedding)
+                || '' dimensions, expected '' || 1536;
     END IF;
     IF vector_norm(subvector(query_embedding, 1, 512)) = 0 THEN
-        RAISE EXCEPTION USING ERRCODE = '22000',
-            MESSAGE = 'mrl_search' || ': query_embedding has a zero prefix (first '
-                || 512 || ' dimensions), cosine distance is undefined';
+        RAISE EXCEPTION USING ERRCODE = ''22000'',
+            MESSAGE = ''mrl_search'' || '': query_embedding has a zero prefix (first ''
+                || 512 || '' dimensions), cosine distance is undefined'';
     END IF;
     IF match_count IS NULL OR match_count < 1 OR match_count > 1000 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = 'mrl_search' || ': match_count must be between 1 and ' || 1000
-                || ', got ' || coalesce(match_count::text, 'NULL');
+        RAISE EXCEPTION USING ERRCODE = ''22023'',
+            MESSAGE = ''mrl_search'' || '': match_count must be between 1 and '' || 1000
+                || '', got '' || coalesce(match_count::text, ''NULL'');
     END IF;
     IF oversample IS NULL OR oversample < 1 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = 'mrl_search' || ': oversample must be at least 1, got '
-                || coalesce(oversample::text, 'NULL');
+        RAISE EXCEPTION USING ERRCODE = ''22023'',
+            MESSAGE = ''mrl_search'' || '': oversample must be at least 1, got ''
+                || coalesce(oversample::text, ''NULL'');
     END IF;
     IF match_count::bigint * oversample > 100000 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = 'mrl_search' || ': match_count * oversample must be at most ' || 100000;
+        RAISE EXCEPTION USING ERRCODE = ''22023'',
+            MESSAGE = ''mrl_search'' || '': match_count * oversample must be at most '' || 100000;
     END IF;
-    IF filter IS NOT NULL AND jsonb_typeof(filter) <> 'object' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = 'mrl_search' || ': filter must be a JSON object, got a JSON '
+    IF filter IS NOT NULL AND jsonb_typeof(filter) <> ''object'' THEN
+        RAISE EXCEPTION USING ERRCODE = ''22023'',
+            MESSAGE = ''mrl_search'' || '': filter must be a JSON object, got a JSON ''
                 || jsonb_typeof(filter);
     END IF;
 
     pool := match_count * oversample;
     -- An HNSW scan returns at most hnsw.ef_search rows; the SET clauses on this
     -- function make these changes end when the function returns.
-    PERFORM set_config('hnsw.ef_search', greatest(40, least(2 * pool, 1000))::text, true);
-    PERFORM set_config('hnsw.max_scan_tuples', greatest(20000, 2 * pool)::text, true);
+    PERFORM set_config(''hnsw.ef_search'', (least(greatest(40, 2 * (pool)::bigint), 1000))::text, true);
+    PERFORM set_config(''hnsw.max_scan_tuples'', (greatest(20000, 2 * (pool)::bigint))::text, true);
+    RAISE DEBUG USING MESSAGE = ''mrl_search'' || '': pool '' || pool || '', hnsw.ef_search ''
+        || current_setting(''hnsw.ef_search'') || '', hnsw.max_scan_tuples ''
+        || current_setting(''hnsw.max_scan_tuples'');
 
-    IF filter IS NULL OR filter = '{}'::jsonb THEN
-        RETURN QUERY EXECUTE 'WITH candidates AS MATERIALIZED (
+    IF filter IS NULL OR filter = ''{}''::jsonb THEN
+        RETURN QUERY EXECUTE ''WITH candidates AS MATERIALIZED (
     SELECT id, external_id, content, metadata, "embedding"
-    FROM "mrl_documents"
+    FROM "mrl_pg_install_schema"."mrl_documents"
     ORDER BY "embedding_prefix" <=> l2_normalize(subvector($1::vector, 1, 512))::halfvec(512)
     LIMIT $2
 )
 SELECT id, external_id, content, metadata, "embedding" <=> $1::vector AS distance
 FROM candidates
 ORDER BY distance, id
-LIMIT $3' USING query_embedding, pool, match_count;
+LIMIT $3'' USING query_embedding, pool, match_count;
     ELSE
-        RETURN QUERY EXECUTE 'WITH candidates AS MATERIALIZED (
+        RETURN QUERY EXECUTE ''WITH candidates AS MATERIALIZED (
     SELECT id, external_id, content, metadata, "embedding"
-    FROM "mrl_documents"
+    FROM "mrl_pg_install_schema"."mrl_documents"
     WHERE metadata @> $4::jsonb
     ORDER BY "embedding_prefix" <=> l2_normalize(subvector($1::vector, 1, 512))::halfvec(512)
     LIMIT $2
@@ -110,9 +134,11 @@ LIMIT $3' USING query_embedding, pool, match_count;
 SELECT id, external_id, content, metadata, "embedding" <=> $1::vector AS distance
 FROM candidates
 ORDER BY distance, id
-LIMIT $3' USING query_embedding, pool, match_count, filter;
+LIMIT $3'' USING query_embedding, pool, match_count, filter;
     END IF;
 END
-$mrl_search$;
+$mrl_search$', '"mrl_pg_install_schema"', quote_ident(current_schema()));
+END
+$mrl_pg_install$;
 
 COMMIT;

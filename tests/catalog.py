@@ -44,3 +44,22 @@ def describe_table(conn: psycopg.Connection[Any], schema: str, table: str) -> di
             (n.replace(strip, ""), d.replace(strip, "")) for n, d in indexes
         ),
     }
+
+
+def describe_function(conn: psycopg.Connection[Any], schema: str, name: str) -> dict[str, Any]:
+    """A function's full definition (schema names stripped) and its SET clauses."""
+    row = conn.execute(
+        "SELECT pg_get_functiondef(p.oid), p.proconfig, p.prosecdef, p.provolatile "
+        "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = %s AND p.proname = %s",
+        (schema, name),
+    ).fetchone()
+    assert row is not None, f"function {schema}.{name} does not exist"
+    definition, config, definer, volatility = row
+    return {
+        "definition": definition.replace(f"{schema}.", "").replace(f"'{schema}'", "'<schema>'")
+        .replace(f'"{schema}"', "<schema>"),
+        "config": [c.replace(schema, "<schema>") for c in config or []],
+        "security_definer": definer,
+        "volatility": volatility,
+    }

@@ -15,8 +15,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from mrl_pg.db import configure_connection, sqlalchemy_url
-from mrl_pg.server import EmbeddedServer
+from mrl_pg.db import configure_connection
+from mrl_pg.server import EMBEDDED, resolve_dsn
 from mrl_pg.settings import read_environment
 
 
@@ -27,8 +27,7 @@ def _with_database(dsn: str, dbname: str) -> str:
 @pytest.fixture(scope="session")
 def server_dsn() -> str:
     """DSN of the server under test (not of the test database)."""
-    env = read_environment()
-    return env.dsn or EmbeddedServer(env.home).start()
+    return resolve_dsn(embedded=True)
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +37,7 @@ def database_dsn(server_dsn: str) -> Iterator[str]:
     On the embedded server a new one is created and dropped afterwards; on a
     server named by MRL_PG_DSN that database is used, each test in its own schema.
     """
-    if read_environment().dsn:
+    if read_environment().dsn not in (None, EMBEDDED):
         yield server_dsn
         return
     name = f"mrl_pg_test_{uuid.uuid4().hex[:10]}"
@@ -90,10 +89,6 @@ async def aconn(schema_dsn: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         yield connection
 
 
-@pytest.fixture
-def sqlalchemy_dsn(schema_dsn: str) -> str:
-    """SQLAlchemy URL (psycopg driver) for the test's schema."""
-    return sqlalchemy_url(schema_dsn)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import hashlib
 import json
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -83,6 +83,8 @@ class FakeOpenAIServer:
             self._zero_at: int | None = None
             self._nan_at: int | None = None
             self._reject_dimensions = False
+            self._fail_after: tuple[int, int] | None = None
+            self._on_request: Callable[[RecordedRequest], None] | None = None
 
     def fail_next(self, count: int, *, status: int = 429) -> None:
         """Answer the next ``count`` requests with ``status``, then succeed."""
@@ -124,6 +126,20 @@ class FakeOpenAIServer:
         with self._lock:
             self._reject_dimensions = True
 
+    def fail_after(self, count: int, *, status: int = 500) -> None:
+        """Answer ``count`` more requests well, then every later one with ``status``."""
+        with self._lock:
+            self._fail_after = (count, status)
+
+    def on_request(self, hook: Callable[[RecordedRequest], None] | None) -> None:
+        """Call ``hook`` with each request as it arrives, before it is answered.
+
+        It runs on the server's thread while the client waits for the answer, so it
+        sees the client's side exactly as it was when the request was sent.
+        """
+        with self._lock:
+            self._on_request = hook
+
     def close(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
@@ -134,6 +150,10 @@ class FakeOpenAIServer:
     ) -> tuple[int, dict[str, str], Any]:
         """Status, extra headers and JSON payload for one request."""
         request = _record(path, authorization, body)
+        with self._lock:
+            hook = self._on_request
+        if hook is not None:
+            hook(request)
         with self._lock:
             self.requests.append(request)
             if path.rstrip("/") != "/v1/embeddings":
@@ -146,6 +166,11 @@ class FakeOpenAIServer:
             if self._fail_next > 0:
                 self._fail_next -= 1
                 return self._failure(self._fail_status)
+            if self._fail_after is not None:
+                remaining, status = self._fail_after
+                if remaining == 0:
+                    return self._failure(status)
+                self._fail_after = (remaining - 1, status)
             return self._embeddings(request)
 
     def _failure(self, status: int) -> tuple[int, dict[str, str], Any]:

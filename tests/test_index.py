@@ -16,6 +16,8 @@ from mrl_pg.errors import DatabaseError, InvalidConfigError
 from mrl_pg.index import (
     PHASE_DONE,
     IndexProgress,
+    _current_setting,
+    _setting_bytes,
     build_hnsw_index,
     default_maintenance_work_mem,
     default_parallel_workers,
@@ -37,7 +39,13 @@ def _load(conn: psycopg.Connection[Any], config: TableConfig, rows: int = ROWS) 
     """Install the table without its HNSW index and COPY random-normal rows into it."""
     install(conn, config, with_search_function=False)
     drop_hnsw_index(conn, config)
-    vectors = np.random.default_rng(7).standard_normal((rows, config.full_dim), dtype=np.float32)
+    _insert(conn, config, rows, seed=7)
+
+
+def _insert(
+    conn: psycopg.Connection[Any], config: TableConfig, rows: int, *, seed: int = 8
+) -> None:
+    vectors = np.random.default_rng(seed).standard_normal((rows, config.full_dim), dtype=np.float32)
     statement = sql.SQL("COPY {} (embedding) FROM STDIN WITH (FORMAT BINARY)").format(config.table)
     with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
         copy.set_types(["vector"])
@@ -77,7 +85,7 @@ def test_build_creates_a_valid_hnsw_index_with_the_configured_opclass_and_parame
     assert "m='12'" in definition and "ef_construction='48'" in definition
     status = index_status(conn, config)
     assert status.exists and status.valid and status.bytes > 0
-    assert status.rows == ROWS
+    assert status.estimated_rows == ROWS
     assert report.rows == ROWS
     assert report.index_bytes == status.bytes
     assert report.seconds > 0
@@ -250,6 +258,40 @@ def test_cli_index_status_and_drop(schema_dsn, loaded):
 
     dropped = runner.invoke(cli, ["index", "drop", *args])
     assert dropped.exit_code == 0 and "dropped docs_embedding_prefix_hnsw" in dropped.stderr
+
+
+def test_status_gives_the_planner_estimate_which_inserts_without_analyze_leave_behind(
+    conn, schema_dsn, loaded
+):
+    build_hnsw_index(conn, loaded)
+    conn.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(loaded.table))
+    _insert(conn, loaded, 1000)
+    args = ["--dsn", schema_dsn, "--schema", loaded.schema or "", "--table", "docs",
+            "--dim", "128", "--prefix-dim", "32"]
+
+    assert index_status(conn, loaded).estimated_rows == ROWS
+    result = CliRunner().invoke(cli, ["index", "status", *args])
+    assert result.exit_code == 0, result.output
+    assert f"about {ROWS:,} rows (planner estimate, refreshed by ANALYZE)" in result.stdout
+
+    conn.execute(sql.SQL("ANALYZE {}").format(loaded.table))
+    assert index_status(conn, loaded).estimated_rows == ROWS + 1000
+
+
+class _NoRows:
+    """A connection whose every statement returns no row."""
+
+    def execute(self, *args: Any) -> _NoRows:
+        return self
+
+    def fetchone(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("read", [_current_setting, _setting_bytes])
+def test_a_setting_the_server_does_not_return_raises_database_error(read):
+    with pytest.raises(DatabaseError, match="could not read the setting maintenance_work_mem"):
+        read(_NoRows(), "maintenance_work_mem")
 
 
 def test_cli_index_build_on_an_unknown_table_exits_1_with_one_line(schema_dsn, schema):

@@ -18,7 +18,6 @@ from sqlalchemy import (
     Engine,
     ForeignKey,
     Index,
-    create_engine,
     func,
     insert,
     inspect,
@@ -28,9 +27,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from mrl_pg import TableConfig, install, sqlalchemy_url, truncate_and_normalize
+from mrl_pg import TableConfig, install, truncate_and_normalize
 from mrl_pg import exact_search as psycopg_exact_search
 from mrl_pg import search as psycopg_search
+from mrl_pg.db import create_async_engine, create_engine
 from mrl_pg.errors import (
     DimensionMismatchError,
     InvalidConfigError,
@@ -48,7 +48,6 @@ from mrl_pg.sqlalchemy import (
     search,
     search_async,
     search_select,
-    search_settings,
     table_args,
 )
 from tests.catalog import describe_table
@@ -82,8 +81,8 @@ class Loaded:
 
 
 @pytest.fixture
-def engine(sqlalchemy_dsn: str) -> Iterator[Engine]:
-    engine = create_engine(sqlalchemy_dsn)
+def engine(schema_dsn: str) -> Iterator[Engine]:
+    engine = create_engine(schema_dsn)
     yield engine
     engine.dispose()
 
@@ -212,7 +211,7 @@ def test_alembic_check_finds_nothing_to_change_on_a_database_built_by_our_migrat
     class Document(MrlMixin, Base):
         mrl_config = TableConfig()
 
-    engine = create_engine(sqlalchemy_url(fresh_database))
+    engine = create_engine(fresh_database)
     try:
         assert autogenerate_diffs(engine, Base.metadata, include_name=skip_version_table) == []
         # Without the filter the module docstring recommends, Alembic would drop our history.
@@ -234,7 +233,7 @@ def test_alembic_check_finds_nothing_to_change_on_an_installed_table_in_a_schema
         return type_ != "schema" or name == schema
 
     # search_path left at public, so the test's schema is not the default one
-    engine = create_engine(sqlalchemy_url(database_dsn))
+    engine = create_engine(database_dsn)
     try:
         diffs = autogenerate_diffs(engine, base.metadata, include_schemas=True,
                                    include_name=only_this_schema)
@@ -269,9 +268,10 @@ def test_explain_of_the_compiled_select_shows_the_hnsw_index_and_a_full_pool(loa
     compiled = statement.compile(dialect=postgresql.dialect(),
                                  compile_kwargs={"literal_binds": True})
     with Session(loaded.engine) as session:
-        session.execute(search_settings(k=20, oversample=8))
+        # The statement's own execution options carry its settings into the EXPLAIN.
         plan = session.connection().exec_driver_sql(
-            f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}").scalar_one()
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}",
+            execution_options=statement.get_execution_options()).scalar_one()
     scans = index_scans(plan, loaded.config.hnsw_index_name)
     assert len(scans) == 1 and scans[0]["Node Type"] == "Index Scan"
     # 160 candidates although hnsw.ef_search defaults to 40: the settings took effect.
@@ -342,7 +342,6 @@ def test_search_select_composes_with_a_join_to_a_user_table(loaded):
         candidates = statement.selected_columns
         statement = statement.join(Note, Note.document_id == candidates.id).add_columns(
             Note.note)
-        session.execute(search_settings(k=10, oversample=8))
         joined = session.execute(statement).all()
         plain = search(session, model, query, k=80, oversample=1)
     assert joined and all(note == f"note {doc.id}" for doc, _, note in joined)
@@ -360,13 +359,23 @@ def test_page_two_equals_rows_k_to_2k_of_a_search_for_2k(loaded):
             assert len(page_two) == 10
 
 
-def test_settings_last_until_the_transaction_ends(loaded):
+def test_a_search_leaves_the_sessions_transaction_settings_as_they_were(loaded):
     with Session(loaded.engine) as session:
+        session.execute(text("SET LOCAL hnsw.ef_search = 77"))
         search(session, loaded.model, loaded.queries[0], k=20, oversample=8)
-        assert session.execute(text("SHOW hnsw.ef_search")).scalar_one() == "320"  # 2 x pool
-        assert session.execute(text("SHOW plan_cache_mode")).scalar_one() == "force_custom_plan"
-        session.commit()
-        assert session.execute(text("SHOW hnsw.ef_search")).scalar_one() == "40"
+        exact_search(session, loaded.model, loaded.queries[0], k=5)
+        assert session.execute(text("SHOW hnsw.ef_search")).scalar_one() == "77"
+        assert session.execute(text("SHOW enable_indexscan")).scalar_one() == "on"
+        assert session.execute(text("SHOW plan_cache_mode")).scalar_one() == "auto"
+        assert session.execute(text("SHOW hnsw.iterative_scan")).scalar_one() == "off"
+
+
+def test_a_composed_search_select_run_on_its_own_returns_k_rows_above_ef_search(loaded):
+    """k=100 needs a pool of 800: without its settings the HNSW scan would stop at 40."""
+    statement = search_select(loaded.model, loaded.queries[1], k=100, oversample=8)
+    with Session(loaded.engine) as session:
+        rows = session.execute(statement).all()
+    assert len(rows) == 100
 
 
 def test_repeated_searches_are_prepared_by_psycopg_but_never_use_a_generic_plan(loaded):
@@ -387,10 +396,10 @@ def test_repeated_searches_are_prepared_by_psycopg_but_never_use_a_generic_plan(
     assert generic == 0 and custom >= 6
 
 
-async def test_async_search_returns_the_same_rows_as_sync(loaded, sqlalchemy_dsn):
-    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+async def test_async_search_returns_the_same_rows_as_sync(loaded, schema_dsn):
+    from sqlalchemy.ext.asyncio import AsyncSession
 
-    engine = create_async_engine(sqlalchemy_dsn)
+    engine = create_async_engine(schema_dsn)
     try:
         with Session(loaded.engine) as sync:
             expected = [[d.id for d, _ in search(sync, loaded.model, q, k=10, offset=5)]
@@ -408,11 +417,14 @@ async def test_async_search_returns_the_same_rows_as_sync(loaded, sqlalchemy_dsn
     assert [d.id for d, _ in exact] == expected_exact
 
 
-def test_autocommit_sessions_are_refused_since_the_settings_would_not_apply(engine):
-    _, model = make_model(TableConfig("docs", full_dim=DIM, prefix_dim=PREFIX))
-    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-    with Session(autocommit) as session, pytest.raises(InvalidSearchError, match="autocommit"):
-        search(session, model, np.ones(DIM))
+def test_an_autocommit_session_gets_the_settings_for_the_search_and_nothing_after(loaded):
+    autocommit = loaded.engine.execution_options(isolation_level="AUTOCOMMIT")
+    with Session(autocommit) as session:
+        rows = search(session, loaded.model, loaded.queries[2], k=100, oversample=8)
+        assert len(rows) == 100
+        assert session.execute(text("SHOW hnsw.ef_search")).scalar_one() == "40"
+        assert session.execute(text("SELECT pg_current_xact_id_if_assigned() IS NULL"
+                                     )).scalar_one()
 
 
 # --- Bad input ---------------------------------------------------------------------------

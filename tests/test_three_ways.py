@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from psycopg import sql
-from sqlalchemy import create_engine, pool
+from sqlalchemy import pool
 from sqlalchemy.orm import DeclarativeBase, Session
 
-from mrl_pg import TableConfig, install, search, sqlalchemy_url
+from mrl_pg import TableConfig, install, search
 from mrl_pg.cli._app import cli
+from mrl_pg.db import create_engine
 from mrl_pg.errors import EmbeddingError
 from mrl_pg.ingest import ingest_file
 from mrl_pg.sqlalchemy import MrlMixin
@@ -26,7 +27,7 @@ def test_orm_psycopg_and_sql_function_return_identical_ids(corpus, corpus_conn):
     class Document(MrlMixin, Base):
         mrl_config = corpus.config
 
-    engine = create_engine(sqlalchemy_url(corpus.dsn), poolclass=pool.NullPool)
+    engine = create_engine(corpus.dsn, poolclass=pool.NullPool)
     function = corpus.config.qualified(corpus.config.search_function_name)
     with Session(engine) as session:
         for i, query in enumerate(corpus.queries[:15]):

@@ -11,6 +11,7 @@ import click
 
 from ..config import DEFAULT_FULL_DIM, DEFAULT_PREFIX_DIM, DEFAULT_TABLE, TableConfig
 from ..errors import MrlPgError
+from ..server import resolve_dsn
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,12 +37,18 @@ def cli() -> None:
     """
 
 
+def _resolve(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    # The CLI keeps the zero-setup default: no DSN anywhere means the embedded server.
+    return value or resolve_dsn(embedded=True)
+
+
 def dsn_option(func: F) -> F:
     """``--dsn``: the database, overriding MRL_PG_DSN / DATABASE_URL / the embedded server."""
     return click.option(
         "--dsn",
         default=None,
         metavar="DSN",
+        callback=_resolve,
         help="PostgreSQL connection string (default: MRL_PG_DSN, DATABASE_URL, or embedded).",
     )(func)
 

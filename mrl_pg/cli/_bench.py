@@ -6,6 +6,7 @@ import click
 
 from ..bench import bench_index, bench_load
 from ..db import connect
+from ..migrate import upgrade
 from ._app import dsn_option
 
 
@@ -16,9 +17,10 @@ from ._app import dsn_option
 @click.option("--index-rows", default="50000,100000", show_default=True,
               help="Comma-separated table sizes for the index-build benchmark.")
 @click.option("--skip-index", is_flag=True, help="Only run the load benchmark.")
-def bench(dsn: str | None, rows: int, index_rows: str, skip_index: bool) -> None:
+def bench(dsn: str, rows: int, index_rows: str, skip_index: bool) -> None:
     """Measure bulk-load rows/s against a plain COPY, and HNSW build time (1536-d, 512 prefix)."""
     sizes = [int(s) for s in index_rows.split(",") if s.strip()]
+    upgrade(dsn)  # the vector extension and mrl_pg's schema, as the demo does
     with connect(dsn, autocommit=True) as conn:
         click.echo(f"loading {rows:,} x 1536 rows twice (plain COPY, then mrl-pg ingest)",
                    err=True)

@@ -10,7 +10,6 @@ import click
 from ..db import connect
 from ..demo import DemoOptions, DemoReport, run_demo
 from ..migrate import upgrade
-from ..server import resolve_dsn
 from ._app import dsn_option
 from ._progress import progress_bar
 
@@ -80,7 +79,7 @@ def render_report(report: DemoReport, total_seconds: float) -> str:
                    "or OPENAI_BASE_URL for a compatible server) and answer questions.")
 @click.option("--model", default=None, help="Embedding model for --text.")
 @click.option("--dimensions", type=int, default=None, help="Embedding dimensions for --text.")
-def demo(dsn: str | None, rows: int, queries: int, full_dim: int, prefix_dim: int, k: int,
+def demo(dsn: str, rows: int, queries: int, full_dim: int, prefix_dim: int, k: int,
          oversample: int, seed: int, text: bool, model: str | None,
          dimensions: int | None) -> None:
     """Load a synthetic corpus, build the index, compare exact and adaptive search.
@@ -93,7 +92,6 @@ def demo(dsn: str | None, rows: int, queries: int, full_dim: int, prefix_dim: in
         run_text_demo(dsn, model=model, dimensions=dimensions, k=min(k, 3))
         return
     started = time.perf_counter()
-    dsn = dsn or resolve_dsn()
     click.echo("migrating the database to head", err=True)
     upgrade(dsn)
     options = DemoOptions(rows=rows, full_dim=full_dim, prefix_dim=prefix_dim, queries=queries,

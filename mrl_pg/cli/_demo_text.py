@@ -7,13 +7,15 @@ import click
 from ..db import connect
 from ..demo_text import run_text_demo as run
 from ..embeddings import DEFAULT_DIMENSIONS, DEFAULT_MODEL, EmbeddingClient
+from ..migrate import upgrade
 
 
-def run_text_demo(dsn: str | None, *, model: str | None, dimensions: int | None, k: int) -> None:
+def run_text_demo(dsn: str, *, model: str | None, dimensions: int | None, k: int) -> None:
     """Embed the shipped corpus, load it, and print the best passages for each question."""
     client = EmbeddingClient(model=model or DEFAULT_MODEL,
                              dimensions=dimensions or DEFAULT_DIMENSIONS)
     click.echo(f"embedding the shipped corpus with {client.model} at {client.base_url}", err=True)
+    upgrade(dsn)  # the vector extension and mrl_pg's schema
     with connect(dsn, autocommit=True) as conn:
         report = run(conn, client, k=k)
     click.echo(f"loaded {report.load.rows_read} passages into {report.config.name} "

@@ -41,7 +41,8 @@ def index() -> None:
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Parallel maintenance workers (default: CPUs - 1).")
 @click.option("--concurrently", is_flag=True,
-              help="Keep the table readable and writable during the build (slower).")
+              help="Keep the table readable and writable during the build (slower); the old "
+                   "index serves searches until the new one replaces it.")
 def build(
     dsn: str | None,
     config: TableConfig,
@@ -51,7 +52,7 @@ def build(
     workers: int | None,
     concurrently: bool,
 ) -> None:
-    """Drop and rebuild the HNSW index from the table's rows; run it after a bulk load."""
+    """Rebuild the HNSW index from the table's rows; run it after a bulk load."""
     config = dataclasses.replace(config, hnsw_m=hnsw_m, hnsw_ef_construction=hnsw_ef_construction)
     dsn = dsn or resolve_dsn()
     bar = IndexProgressBar() if sys.stderr.isatty() else None
@@ -83,13 +84,14 @@ def build(
 @dsn_option
 @table_options
 def status(dsn: str | None, config: TableConfig) -> None:
-    """Say whether the HNSW index exists and is valid, with its size and row count."""
+    """Say whether the HNSW index exists and is valid, with its size and estimated row count."""
     with _connect(dsn) as conn:
         st = index_status(conn, config)
     if not st.exists:
         click.echo(f"{config.hnsw_index_name}: missing (run `mrl-pg index build`)")
         return
-    rows = "unknown rows" if st.rows is None else f"{st.rows:,} rows"
+    rows = ("rows not yet estimated" if st.estimated_rows is None
+            else f"about {st.estimated_rows:,} rows (planner estimate, refreshed by ANALYZE)")
     state = "valid" if st.valid else "INVALID (rebuild it with `mrl-pg index build`)"
     click.echo(f"{config.hnsw_index_name}: {state}, {_size(st.bytes)}, {rows}\n{st.definition}")
 
