@@ -37,13 +37,14 @@ leave its version table out, or Alembic proposes to drop it::
 Search settings (``hnsw.ef_search`` and friends) travel with the statement:
 :func:`search_select` and :func:`exact_search_select` carry them as an
 execution option, and whenever such a statement is executed (``Session``,
-``Connection``, sync or async) mrl_pg opens a savepoint (or, in autocommit
-mode, a transaction), applies them, runs the statement, then rolls the
-savepoint back once the rows are read. A search writes nothing, so nothing is
-lost, and the settings never outlive the statement: the rest of the caller's
-transaction runs with its own settings. Wrapping the statement in another
-(``select(...).select_from(stmt.subquery())``) drops the option; compose with
-``.where``/``.join``/``.add_columns`` on the statement itself instead.
+``Connection``, sync or async) mrl_pg reads the current values, applies the
+search's values for the transaction, runs the statement and, once the rows are
+on the client, puts the old values back. In autocommit mode it wraps the
+statement in a transaction of its own instead. So the settings never outlive
+the statement, and a composed ``search_select`` always gets its full pool.
+Wrapping the statement in another (``select(...).select_from(stmt.subquery())``)
+drops the option; compose with ``.where``/``.join``/``.add_columns`` on the
+statement itself instead.
 
 psycopg prepares any statement a connection runs five times, and a prepared
 statement may switch to a cached generic plan that cannot see the pool size or

@@ -71,3 +71,29 @@ def test_resolve_dsn_prefers_mrl_pg_dsn_then_database_url(monkeypatch, tmp_path)
     monkeypatch.delenv("MRL_PG_DSN")
     assert resolve_dsn() == "postgresql://b@/db"
     assert not (tmp_path / "unused").exists()  # no embedded server was started
+
+
+def test_a_library_call_without_a_dsn_fails_and_starts_no_server(monkeypatch, tmp_path):
+    from mrl_pg import DatabaseNotConfiguredError, connect, create_engine
+
+    monkeypatch.setenv("MRL_PG_HOME", str(tmp_path / "unused"))
+    monkeypatch.delenv("MRL_PG_DSN", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    for call in (resolve_dsn, connect, create_engine):
+        with pytest.raises(DatabaseNotConfiguredError, match="set MRL_PG_DSN .*DATABASE_URL"):
+            call()
+    assert not (tmp_path / "unused").exists()
+
+
+def test_mrl_pg_dsn_embedded_asks_for_the_embedded_server(home, monkeypatch):
+    monkeypatch.setenv("MRL_PG_DSN", "embedded")
+    dsn = resolve_dsn()
+    assert EmbeddedServer(home).status().dsn == dsn
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_the_cli_keeps_the_zero_setup_default_of_the_embedded_server(home):
+    result = CliRunner().invoke(cli, ["migrate"])
+    assert result.exit_code == 0, result.output
+    assert EmbeddedServer(home).status().running

@@ -17,7 +17,6 @@ from ..index import (
     drop_hnsw_index,
     index_status,
 )
-from ..server import resolve_dsn
 from ._app import dsn_option, table_options
 from ._progress import IndexProgressBar
 
@@ -44,7 +43,7 @@ def index() -> None:
               help="Keep the table readable and writable during the build (slower); the old "
                    "index serves searches until the new one replaces it.")
 def build(
-    dsn: str | None,
+    dsn: str,
     config: TableConfig,
     hnsw_m: int,
     hnsw_ef_construction: int,
@@ -54,7 +53,6 @@ def build(
 ) -> None:
     """Rebuild the HNSW index from the table's rows; run it after a bulk load."""
     config = dataclasses.replace(config, hnsw_m=hnsw_m, hnsw_ef_construction=hnsw_ef_construction)
-    dsn = dsn or resolve_dsn()
     bar = IndexProgressBar() if sys.stderr.isatty() else None
     try:
         with _connect(dsn) as conn:
