@@ -15,15 +15,12 @@ temporary file, and then written in one transaction.
 
 from __future__ import annotations
 
-import pickle
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +30,8 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
+from ._ingest_batches import _Batch, _Spool
+from ._ingest_writer import _Writer
 from .config import TableConfig
 from .embeddings import Embedder
 from .errors import (
@@ -41,7 +40,6 @@ from .errors import (
     IngestError,
     InvalidConfigError,
     InvalidVectorError,
-    MrlPgError,
 )
 from .readers import Record, _show, check_columns, parse_record, read_records
 from .vectors import FloatArray, as_embedding, as_embedding_matrix
@@ -50,10 +48,6 @@ __all__ = ["Embedder", "IngestReport", "ingest_arrays", "ingest_file", "ingest_r
 
 ProgressCallback = Callable[[int], None]
 
-_COLUMNS = ("external_id", "content", "metadata")
-_COPY_TYPES = ["text", "text", "jsonb", "vector"]
-# Embedded batches wait in memory up to this size, then in a temporary file.
-_SPOOL_MEMORY_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -186,16 +180,6 @@ def ingest_arrays(
 
     return _run(conn, config, batches(), source=None, embedder=None, reuse_embeddings=False,
                 commit_each_batch=commit_each_batch, on_progress=on_progress)
-
-
-@dataclass
-class _Batch:
-    external_ids: list[str]
-    contents: list[str | None]
-    metadatas: list[dict[str, Any]]
-    embeddings: list[FloatArray | None]
-    span: str
-    lines: list[int]
 
 
 def _ingest(
@@ -368,153 +352,6 @@ def _reading(conn: psycopg.Connection[Any]) -> Iterator[None]:
     else:
         with conn.transaction():
             yield
-
-
-class _Spool:
-    """Embedded batches parked until the write: in memory while small, then on disk."""
-
-    def __init__(self) -> None:
-        self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY_BYTES)
-        self._count = 0
-
-    def __enter__(self) -> _Spool:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._file.close()
-
-    def append(self, batch: _Batch) -> None:
-        matrix = np.stack([_filled(e) for e in batch.embeddings])
-        with _spool_errors(batch.span):
-            # Our own data, read back by this process only, so pickle is safe here.
-            pickle.dump(
-                (batch.external_ids, batch.contents, batch.metadatas, matrix,
-                 batch.span, batch.lines),
-                self._file, protocol=pickle.HIGHEST_PROTOCOL,
-            )
-        self._count += 1
-
-    def __iter__(self) -> Iterator[_Batch]:
-        self._file.seek(0)
-        for _ in range(self._count):
-            with _spool_errors("embedded batches"):
-                ids, contents, metadatas, matrix, span, lines = pickle.load(self._file)  # noqa: S301
-            yield _Batch(ids, contents, metadatas, list(matrix), span, lines)
-
-
-@contextmanager
-def _spool_errors(what: str) -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        raise MrlPgError(
-            f"could not keep {what} in a temporary file under {tempfile.gettempdir()} "
-            f"(set TMPDIR to a roomier place): {exc}"
-        ) from exc
-
-
-def _filled(embedding: FloatArray | None) -> FloatArray:
-    if embedding is None:
-        raise MrlPgError("internal error: a batch was spooled before it was embedded")
-    return embedding
-
-
-class _Writer:
-    """Writes batches: straight into an empty table, else through staging and an upsert."""
-
-    def __init__(self, conn: psycopg.Connection[Any], config: TableConfig) -> None:
-        self._conn = conn
-        self._config = config
-        self._staging = sql.Identifier("pg_temp", f"mrl_pg_staging_{uuid.uuid4().hex[:12]}")
-        self._staging_exists = False
-        self.direct = False
-        embedding = sql.Identifier(config.embedding_column)
-        columns = sql.SQL(", ").join(
-            [*(sql.Identifier(c) for c in _COLUMNS), embedding]
-        )
-        self._copy_direct = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(
-            config.table, columns
-        )
-        self._copy_staging = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(
-            self._staging, columns
-        )
-        self._create_staging = sql.SQL(
-            "CREATE TEMP TABLE {} (external_id text, content text, metadata jsonb, "
-            "{} vector({})) ON COMMIT DROP"
-        ).format(self._staging, embedding, sql.Literal(config.full_dim))
-        self._truncate_staging = sql.SQL("TRUNCATE {}").format(self._staging)
-        # ``xmax = 0`` holds for a freshly inserted row version only, so it tells
-        # inserts from updates; rows the WHERE clause skips are not returned at all.
-        self._upsert = sql.SQL(
-            "WITH written AS ("
-            "INSERT INTO {table} AS t ({columns}) SELECT {columns} FROM {staging} "
-            "ON CONFLICT (external_id) DO UPDATE SET content = EXCLUDED.content, "
-            "metadata = EXCLUDED.metadata, {embedding} = EXCLUDED.{embedding} "
-            "WHERE (t.content, t.metadata, t.{embedding}) IS DISTINCT FROM "
-            "(EXCLUDED.content, EXCLUDED.metadata, EXCLUDED.{embedding}) "
-            "RETURNING (xmax = 0) AS inserted) "
-            "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
-            "FROM written"
-        ).format(table=config.table, columns=columns, staging=self._staging, embedding=embedding)
-
-    def prepare(self) -> None:
-        """Check the table against the configuration; copy directly if it is empty."""
-        with self._conn.cursor(row_factory=tuple_row) as cur:
-            self.direct = self._check_table(cur)
-
-    def _check_table(self, cur: psycopg.Cursor[tuple[Any, ...]]) -> bool:
-        config = self._config
-        found = cur.execute(
-            "SELECT a.attname, a.atttypmod FROM pg_attribute a"
-            " WHERE a.attrelid = to_regclass(%s) AND a.attname = ANY(%s) AND NOT a.attisdropped",
-            (config.table.as_string(self._conn),
-             [config.embedding_column, config.prefix_column]),
-        ).fetchall()
-        typmods: dict[str, int] = dict(found)
-        if not typmods:
-            exists = cur.execute("SELECT to_regclass(%s) IS NOT NULL",
-                                 (config.table.as_string(self._conn),)).fetchone()
-            if not exists or not exists[0]:
-                raise DatabaseError(f"table {config.qualified_name} does not exist")
-        n = typmods.get(config.embedding_column)
-        p = typmods.get(config.prefix_column)
-        if (n, p) != (config.full_dim, config.prefix_dim):
-            raise InvalidConfigError(
-                f"table {config.qualified_name} has vector({n}) embeddings and a halfvec({p}) "
-                f"prefix, but the configuration says full_dim={config.full_dim}, "
-                f"prefix_dim={config.prefix_dim}"
-            )
-        empty = cur.execute(
-            sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(config.table)
-        ).fetchone()
-        # Ids are unique within a load, so into an empty table every row is new and
-        # needs no staging; a concurrent writer of the same ids makes the load fail.
-        return bool(empty and empty[0])
-
-    def new_transaction(self) -> None:
-        self._staging_exists = False
-
-    def write(self, batch: _Batch) -> tuple[int, int]:
-        """Write one batch; returns (inserted, updated)."""
-        with self._conn.cursor(row_factory=tuple_row) as cur:
-            if self.direct:
-                self._copy(cur, self._copy_direct, batch)
-                return len(batch.external_ids), 0
-            cur.execute(self._truncate_staging if self._staging_exists else self._create_staging)
-            self._staging_exists = True
-            self._copy(cur, self._copy_staging, batch)
-            counts = cur.execute(self._upsert).fetchone()
-        if counts is None:
-            raise DatabaseError(f"the upsert into {self._config.qualified_name} returned no counts")
-        return int(counts[0]), int(counts[1])
-
-    @staticmethod
-    def _copy(cur: psycopg.Cursor[Any], statement: sql.Composed, batch: _Batch) -> None:
-        with cur.copy(statement) as copy:
-            copy.set_types(_COPY_TYPES)
-            for row in zip(batch.external_ids, batch.contents, batch.metadatas,
-                           batch.embeddings, strict=True):
-                copy.write_row(row)
 
 
 def _fill_embeddings(

@@ -16,7 +16,7 @@ import numpy as np
 import psycopg
 import pytest
 
-import mrl_pg.ingest
+import mrl_pg._ingest_batches
 from mrl_pg.config import TableConfig
 from mrl_pg.embeddings import EmbeddingClient
 from mrl_pg.errors import EmbeddingError
@@ -164,7 +164,7 @@ def spools(monkeypatch: pytest.MonkeyPatch) -> list[tempfile.SpooledTemporaryFil
         return made[-1]
 
     monkeypatch.setattr(tempfile, "SpooledTemporaryFile", spy)
-    monkeypatch.setattr(mrl_pg.ingest, "_SPOOL_MEMORY_BYTES", 1)
+    monkeypatch.setattr(mrl_pg._ingest_batches, "_SPOOL_MEMORY_BYTES", 1)
     return made
 
 

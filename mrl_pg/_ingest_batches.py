@@ -1,0 +1,77 @@
+"""Batches of checked records, and the spool that parks embedded batches until the write."""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numpy as np
+
+from .errors import MrlPgError
+from .vectors import FloatArray
+
+# Embedded batches wait in memory up to this size, then in a temporary file.
+_SPOOL_MEMORY_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class _Batch:
+    external_ids: list[str]
+    contents: list[str | None]
+    metadatas: list[dict[str, Any]]
+    embeddings: list[FloatArray | None]
+    span: str
+    lines: list[int]
+
+
+class _Spool:
+    """Embedded batches parked until the write: in memory while small, then on disk."""
+
+    def __init__(self) -> None:
+        self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY_BYTES)
+        self._count = 0
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._file.close()
+
+    def append(self, batch: _Batch) -> None:
+        matrix = np.stack([_filled(e) for e in batch.embeddings])
+        with _spool_errors(batch.span):
+            # Our own data, read back by this process only, so pickle is safe here.
+            pickle.dump(
+                (batch.external_ids, batch.contents, batch.metadatas, matrix,
+                 batch.span, batch.lines),
+                self._file, protocol=pickle.HIGHEST_PROTOCOL,
+            )
+        self._count += 1
+
+    def __iter__(self) -> Iterator[_Batch]:
+        self._file.seek(0)
+        for _ in range(self._count):
+            with _spool_errors("embedded batches"):
+                ids, contents, metadatas, matrix, span, lines = pickle.load(self._file)  # noqa: S301
+            yield _Batch(ids, contents, metadatas, list(matrix), span, lines)
+
+
+@contextmanager
+def _spool_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise MrlPgError(
+            f"could not keep {what} in a temporary file under {tempfile.gettempdir()} "
+            f"(set TMPDIR to a roomier place): {exc}"
+        ) from exc
+
+
+def _filled(embedding: FloatArray | None) -> FloatArray:
+    if embedding is None:
+        raise MrlPgError("internal error: a batch was spooled before it was embedded")
+    return embedding

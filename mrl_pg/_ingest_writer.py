@@ -1,0 +1,115 @@
+"""Writing one batch: binary COPY straight into an empty table, else staging and an upsert."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
+
+from ._ingest_batches import _Batch
+from .config import TableConfig
+from .errors import DatabaseError, InvalidConfigError
+
+_COLUMNS = ("external_id", "content", "metadata")
+_COPY_TYPES = ["text", "text", "jsonb", "vector"]
+
+
+class _Writer:
+    """Writes batches: straight into an empty table, else through staging and an upsert."""
+
+    def __init__(self, conn: psycopg.Connection[Any], config: TableConfig) -> None:
+        self._conn = conn
+        self._config = config
+        self._staging = sql.Identifier("pg_temp", f"mrl_pg_staging_{uuid.uuid4().hex[:12]}")
+        self._staging_exists = False
+        self.direct = False
+        embedding = sql.Identifier(config.embedding_column)
+        columns = sql.SQL(", ").join(
+            [*(sql.Identifier(c) for c in _COLUMNS), embedding]
+        )
+        self._copy_direct = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(
+            config.table, columns
+        )
+        self._copy_staging = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(
+            self._staging, columns
+        )
+        self._create_staging = sql.SQL(
+            "CREATE TEMP TABLE {} (external_id text, content text, metadata jsonb, "
+            "{} vector({})) ON COMMIT DROP"
+        ).format(self._staging, embedding, sql.Literal(config.full_dim))
+        self._truncate_staging = sql.SQL("TRUNCATE {}").format(self._staging)
+        # ``xmax = 0`` holds for a freshly inserted row version only, so it tells
+        # inserts from updates; rows the WHERE clause skips are not returned at all.
+        self._upsert = sql.SQL(
+            "WITH written AS ("
+            "INSERT INTO {table} AS t ({columns}) SELECT {columns} FROM {staging} "
+            "ON CONFLICT (external_id) DO UPDATE SET content = EXCLUDED.content, "
+            "metadata = EXCLUDED.metadata, {embedding} = EXCLUDED.{embedding} "
+            "WHERE (t.content, t.metadata, t.{embedding}) IS DISTINCT FROM "
+            "(EXCLUDED.content, EXCLUDED.metadata, EXCLUDED.{embedding}) "
+            "RETURNING (xmax = 0) AS inserted) "
+            "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
+            "FROM written"
+        ).format(table=config.table, columns=columns, staging=self._staging, embedding=embedding)
+
+    def prepare(self) -> None:
+        """Check the table against the configuration; copy directly if it is empty."""
+        with self._conn.cursor(row_factory=tuple_row) as cur:
+            self.direct = self._check_table(cur)
+
+    def _check_table(self, cur: psycopg.Cursor[tuple[Any, ...]]) -> bool:
+        config = self._config
+        found = cur.execute(
+            "SELECT a.attname, a.atttypmod FROM pg_attribute a"
+            " WHERE a.attrelid = to_regclass(%s) AND a.attname = ANY(%s) AND NOT a.attisdropped",
+            (config.table.as_string(self._conn),
+             [config.embedding_column, config.prefix_column]),
+        ).fetchall()
+        typmods: dict[str, int] = dict(found)
+        if not typmods:
+            exists = cur.execute("SELECT to_regclass(%s) IS NOT NULL",
+                                 (config.table.as_string(self._conn),)).fetchone()
+            if not exists or not exists[0]:
+                raise DatabaseError(f"table {config.qualified_name} does not exist")
+        n = typmods.get(config.embedding_column)
+        p = typmods.get(config.prefix_column)
+        if (n, p) != (config.full_dim, config.prefix_dim):
+            raise InvalidConfigError(
+                f"table {config.qualified_name} has vector({n}) embeddings and a halfvec({p}) "
+                f"prefix, but the configuration says full_dim={config.full_dim}, "
+                f"prefix_dim={config.prefix_dim}"
+            )
+        empty = cur.execute(
+            sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(config.table)
+        ).fetchone()
+        # Ids are unique within a load, so into an empty table every row is new and
+        # needs no staging; a concurrent writer of the same ids makes the load fail.
+        return bool(empty and empty[0])
+
+    def new_transaction(self) -> None:
+        self._staging_exists = False
+
+    def write(self, batch: _Batch) -> tuple[int, int]:
+        """Write one batch; returns (inserted, updated)."""
+        with self._conn.cursor(row_factory=tuple_row) as cur:
+            if self.direct:
+                self._copy(cur, self._copy_direct, batch)
+                return len(batch.external_ids), 0
+            cur.execute(self._truncate_staging if self._staging_exists else self._create_staging)
+            self._staging_exists = True
+            self._copy(cur, self._copy_staging, batch)
+            counts = cur.execute(self._upsert).fetchone()
+        if counts is None:
+            raise DatabaseError(f"the upsert into {self._config.qualified_name} returned no counts")
+        return int(counts[0]), int(counts[1])
+
+    @staticmethod
+    def _copy(cur: psycopg.Cursor[Any], statement: sql.Composed, batch: _Batch) -> None:
+        with cur.copy(statement) as copy:
+            copy.set_types(_COPY_TYPES)
+            for row in zip(batch.external_ids, batch.contents, batch.metadatas,
+                           batch.embeddings, strict=True):
+                copy.write_row(row)
