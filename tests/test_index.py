@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -223,7 +224,16 @@ def test_default_memory_covers_the_estimated_graph_within_a_quarter_of_ram():
     assert default_maintenance_work_mem(0) == 64 * 2**20
     need = estimate_hnsw_bytes(1_000_000, TableConfig())
     assert default_maintenance_work_mem(need) >= need
-    assert default_parallel_workers() >= 0
+
+
+def test_default_parallel_workers_are_the_usable_cpus_less_one_for_the_leader(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5, 7}, raising=False)
+    assert default_parallel_workers() == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert default_parallel_workers() == 0
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert default_parallel_workers() == 5
 
 
 def test_cli_index_build_prints_a_one_line_summary(schema_dsn, loaded, conn):

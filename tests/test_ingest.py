@@ -654,17 +654,48 @@ def test_cli_refuses_a_missing_table_and_creates_it_with_create(
     assert state(conn, config)[0] == 1
 
 
+def watch_the_index_during_inserts(conn: psycopg.Connection[Any], config: TableConfig) -> None:
+    """After each INSERT or COPY statement into the table, note whether its HNSW index exists."""
+    seen, note = config.qualified("index_seen"), config.qualified("note_index")
+    conn.execute(sql.SQL("CREATE TABLE {} (absent boolean NOT NULL)").format(seen))
+    conn.execute(sql.SQL(
+        "CREATE FUNCTION {note}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "INSERT INTO {seen} (absent) VALUES (to_regclass(TG_ARGV[0]) IS NULL); RETURN NULL; "
+        "END $$"
+    ).format(note=note, seen=seen))
+    conn.execute(sql.SQL(
+        "CREATE TRIGGER note_index AFTER INSERT ON {table} FOR EACH STATEMENT "
+        "EXECUTE FUNCTION {note}({index})"
+    ).format(table=config.table, note=note, index=sql.Literal(
+        config.qualified(config.hnsw_index_name).as_string(conn))))
+
+
+def index_seen(conn: psycopg.Connection[Any], config: TableConfig) -> list[bool]:
+    """What :func:`watch_the_index_during_inserts` noted: True where the index was absent."""
+    return [r[0] for r in conn.execute(
+        sql.SQL("SELECT absent FROM {}").format(config.qualified("index_seen"))).fetchall()]
+
+
+def hnsw_index_oid(conn: psycopg.Connection[Any], config: TableConfig) -> int | None:
+    row = conn.execute("SELECT to_regclass(%s)::oid",
+                       (config.qualified(config.hnsw_index_name).as_string(conn),)).fetchone()
+    assert row is not None
+    return None if row[0] is None else int(row[0])
+
+
 def test_cli_defer_index_loads_without_the_hnsw_index_and_rebuilds_it(
     conn: psycopg.Connection[Any], config: TableConfig, schema: str, schema_dsn: str,
     tmp_path: Path,
 ) -> None:
     path = write_csv(tmp_path / "docs.csv", [record(i) for i in range(20)])
+    before = hnsw_index_oid(conn, config)
+    watch_the_index_during_inserts(conn, config)
     result = CliRunner().invoke(cli, cli_args(schema, schema_dsn, str(path), "--defer-index"))
     assert result.exit_code == 0, result.output
     assert "built the HNSW index" in result.stderr
-    index = conn.execute("SELECT to_regclass(%s)",
-                         (f"{schema}.{config.hnsw_index_name}",)).fetchone()
-    assert index is not None and index[0] is not None
+    assert index_seen(conn, config) == [True]  # one COPY into the empty table, no index
+    after = hnsw_index_oid(conn, config)
+    assert before is not None and after is not None and after != before
     assert state(conn, config)[0] == 20
 
 
@@ -672,13 +703,19 @@ def test_cli_defer_index_restores_the_index_when_the_load_fails(
     conn: psycopg.Connection[Any], config: TableConfig, schema: str, schema_dsn: str,
     tmp_path: Path,
 ) -> None:
+    """A batch is committed before the broken line, so the load did run without the index."""
     path = write_jsonl(tmp_path / "docs.jsonl", [record(1), "{broken"])
-    result = CliRunner().invoke(cli, cli_args(schema, schema_dsn, str(path), "--defer-index"))
+    before = hnsw_index_oid(conn, config)
+    watch_the_index_during_inserts(conn, config)
+    result = CliRunner().invoke(cli, cli_args(schema, schema_dsn, str(path), "--defer-index",
+                                              "--commit-each-batch", "--batch-size", "1"))
     assert result.exit_code == 1
     assert f"Error: {path}:2: invalid JSON" in result.stderr
-    index = conn.execute("SELECT to_regclass(%s)",
-                         (f"{schema}.{config.hnsw_index_name}",)).fetchone()
-    assert index is not None and index[0] is not None
+    assert index_seen(conn, config) == [True]
+    assert "load failed; rebuilding the HNSW index" in result.stderr
+    after = hnsw_index_oid(conn, config)
+    assert before is not None and after is not None and after != before
+    assert state(conn, config)[0] == 1
 
 
 def test_cli_creates_the_embedding_client_only_when_a_record_needs_it(

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from psycopg import sql
 
 from mrl_pg import TableConfig, install
 from mrl_pg.query import EF_SEARCH_RULE, MAX_SCAN_TUPLES_RULE, SearchParams, scan_settings
@@ -26,10 +27,11 @@ def test_the_sql_function_sets_the_settings_python_computes_for_every_pool(conn,
     conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
     conn.execute("SET client_min_messages = debug1")
     query = rng.normal(size=16).astype(np.float32)
-    function = f"{schema}.{config.search_function_name}"
+    function = sql.Identifier(schema, config.search_function_name)
     for k, oversample in GRID:
         notices.clear()
-        conn.execute(f"SELECT count(*) FROM {function}(%s, %s, %s)", (query, k, oversample))
+        conn.execute(sql.SQL("SELECT count(*) FROM {}(%s, %s, %s)").format(function),
+                     (query, k, oversample))
         (line,) = [n for n in notices if n.startswith(config.search_function_name + ":")]
         found = dict(re.findall(r"(hnsw\.\w+) (\d+)", line))
         python = dict(scan_settings(SearchParams(k=k, oversample=oversample)))
@@ -41,8 +43,6 @@ def test_the_sql_function_sets_the_settings_python_computes_for_every_pool(conn,
 
 @pytest.mark.parametrize("rule", [EF_SEARCH_RULE, MAX_SCAN_TUPLES_RULE])
 def test_the_rules_rendered_sql_evaluates_to_the_python_value(conn, rule):
-    from psycopg import sql
-
     for pool in [0, 1, 19, 20, 21, 500, 501, 1000, 10_001, 100_000, 2**31 - 1]:
         row = conn.execute(sql.SQL("SELECT {}").format(rule.sql(sql.Literal(pool)))).fetchone()
         assert row == (rule(pool),), pool

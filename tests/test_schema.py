@@ -9,8 +9,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from mrl_pg import TableConfig, install
+from mrl_pg import TableConfig, create_ddl, install
 from mrl_pg.errors import DatabaseError, InvalidVectorError
+from mrl_pg.schema import check_constraints, render
+from mrl_pg.search_function import SEARCH_FUNCTION_ARGS
 from mrl_pg.vectors import as_embedding, truncate_and_normalize
 from tests.catalog import describe_table
 
@@ -106,25 +108,33 @@ def test_custom_dimensions_create_matching_columns(conn, schema, full_dim, prefi
 
 
 @pytest.mark.parametrize(
-    ("vector", "message"),
+    ("vector", "sqlstate", "check", "message"),
     [
-        (np.ones(100, dtype=np.float32), "expected 64 dimensions"),
-        (np.r_[np.ones(63), np.nan].astype(np.float32), "NaN"),
-        (np.r_[np.ones(63), np.inf].astype(np.float32), "inf"),
-        (np.zeros(64, dtype=np.float32), "zero"),
-        (np.r_[np.zeros(16), np.ones(48)].astype(np.float32), "zero"),
+        (np.ones(100, dtype=np.float32), "22000", None, "expected 64 dimensions, not 100"),
+        (np.r_[np.ones(63), np.nan].astype(np.float32), "22000", None,
+         "NaN not allowed in vector"),
+        (np.r_[np.ones(63), np.inf].astype(np.float32), "22000", None,
+         "infinite value not allowed in vector"),
+        (np.zeros(64, dtype=np.float32), "23514", "nonzero_check_name",
+         'violates check constraint "docs_embedding_nonzero"'),
+        (np.r_[np.zeros(16), np.ones(48)].astype(np.float32), "23514",
+         "prefix_nonzero_check_name", 'violates check constraint "docs_embedding_prefix_nonzero"'),
     ],
     ids=["wrong-dimension", "nan", "infinity", "zero-vector", "zero-prefix"],
 )
-def test_database_rejects_bad_vectors_and_leaves_the_table_unchanged(conn, schema, vector, message):
+def test_database_rejects_bad_vectors_and_leaves_the_table_unchanged(
+    conn, schema, vector, sqlstate, check, message
+):
+    """pgvector refuses malformed vectors itself; each zero case trips its own named CHECK."""
     config = TableConfig("docs", full_dim=64, prefix_dim=16, schema=schema)
     install(conn, config)
     _insert(conn, config, np.ones(64, dtype=np.float32), "good")
-    with pytest.raises(psycopg.Error) as excinfo:
+    with pytest.raises(psycopg.Error, match=message) as excinfo:
         _insert(conn, config, vector, "bad")
-    assert message.lower() in str(excinfo.value).lower() or excinfo.value.sqlstate in (
-        "23514", "22000", "22P02", "22023"
-    )
+    assert excinfo.value.sqlstate == sqlstate
+    constraint = getattr(config, check) if check else None
+    assert constraint is None or constraint in dict(check_constraints(config))
+    assert excinfo.value.diag.constraint_name == constraint
     assert _count(conn, config) == 1
 
 
@@ -165,11 +175,28 @@ def test_clients_cannot_write_the_prefix(conn, schema):
 
 
 def test_install_is_all_or_nothing(conn, schema):
+    """The search function is created last; when it fails, the table and its indexes go too."""
+    config = TableConfig("docs", full_dim=8, prefix_dim=4, schema=schema)
+    assert render(create_ddl(config)[-1]).startswith("CREATE OR REPLACE FUNCTION")
+    # Same name and argument types, another return type: CREATE OR REPLACE cannot replace it.
+    conn.execute(sql.SQL("CREATE FUNCTION {}({}) RETURNS integer LANGUAGE sql AS 'SELECT 1'")
+                 .format(config.qualified(config.search_function_name),
+                         sql.SQL(SEARCH_FUNCTION_ARGS)))
+    with pytest.raises(DatabaseError, match=f"could not create {schema}.docs: .*return type"
+                       ) as excinfo:
+        install(conn, config)
+    assert isinstance(excinfo.value.__cause__, psycopg.errors.InvalidFunctionDefinition)
+    left = conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s", (schema,)
+    ).fetchall()
+    assert left == []
+
+
+def test_installing_over_an_existing_table_is_refused(conn, schema):
     config = TableConfig("docs", full_dim=8, prefix_dim=4, schema=schema)
     install(conn, config)
-    with pytest.raises(DatabaseError, match="could not create"):
-        install(conn, config)  # the table exists: nothing of the second run stays
-    tables = conn.execute(
-        "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (schema,)
-    ).fetchone()
-    assert tables == (1,)
+    _insert(conn, config, np.ones(8, dtype=np.float32), "kept")
+    with pytest.raises(DatabaseError, match=f"could not create {schema}.docs: .*already exists"):
+        install(conn, config)
+    assert _count(conn, config) == 1

@@ -80,15 +80,32 @@ def test_defaults_make_match_count_oversample_and_filter_optional(corpus, corpus
     assert len(rows) == 10 and named == rows[:5]
 
 
+def function_settings(schema: str) -> list[str]:
+    """The SET clauses every search function carries, as ``pg_proc.proconfig`` stores them."""
+    return [
+        f"search_path=pg_catalog, {schema}, public, extensions",
+        "hnsw.ef_search=40",
+        "hnsw.iterative_scan=relaxed_order",
+        "hnsw.max_scan_tuples=20000",
+    ]
+
+
 def test_function_is_security_invoker_with_a_fixed_search_path(corpus, corpus_conn):
     row = corpus_conn.execute(
         "SELECT prosecdef, proconfig FROM pg_proc WHERE oid = %s::regproc",
         (f"{corpus.config.schema}.{corpus.config.search_function_name}",),
     ).fetchone()
-    assert row is not None
-    secdef, settings = row
-    assert secdef is False
-    assert any(s.startswith("search_path=") for s in settings)
+    assert row == (False, function_settings(corpus.config.schema))
+
+
+def test_function_installed_without_a_schema_lives_in_the_current_schema(conn, schema):
+    install(conn, TableConfig("docs", full_dim=8, prefix_dim=4))  # search_path: schema, public
+    rows = conn.execute(
+        "SELECT n.nspname, p.prosecdef, p.proconfig FROM pg_proc p "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE p.proname = 'mrl_search_docs' AND n.nspname IN (%s, 'public')", (schema,)
+    ).fetchall()
+    assert rows == [(schema, False, function_settings(schema))]
 
 
 def test_default_function_from_the_migrations_searches_mrl_documents(fresh_database):

@@ -1,0 +1,696 @@
+"""Hand-curated mutation testing for mrl_pg: does the test suite notice when behaviour breaks?
+
+Each mutation in ``MUTATIONS`` breaks one behaviour that matters (the settings
+that make the HNSW scan fill the pool, the re-rank, the DDL, the upsert, the
+input checks) by replacing one exact source snippet (or regex match). For each
+one the script applies it to the tree under ``--root``, runs the test files a
+developer would run for that module, and restores the file byte for byte (also
+on Ctrl-C or SIGTERM). A mutation is
+
+* ``killed``          the selection failed, errored or timed out: the tests noticed;
+* ``survived``        the selection passed: a weak spot of the test suite;
+* ``not applicable``  the snippet is no longer in the file (the code was refactored):
+                      update the list by hand; counted as neither killed nor survived.
+
+Before any mutation the unmutated selection runs once; if it fails, nothing is mutated.
+
+Run it on a separate clone, never on a working tree people are editing (files are
+rewritten while the tests run); the script itself may live anywhere, it only
+touches ``--root``::
+
+    git clone /work/main /tmp/mut-base && cd /tmp/mut-base
+    python3 -m venv .venv && .venv/bin/pip install -e '.[test]'
+    MRL_PG_HOME=/tmp/mut-base/.mrl-pg .venv/bin/python scripts/mutation_run.py \\
+        --root /tmp/mut-base --json /tmp/mut-results.json [--only NAME ...]
+    MRL_PG_HOME=/tmp/mut-base/.mrl-pg .venv/bin/mrl-pg server stop
+
+``--list`` shows which mutations still apply without running anything;
+``--full-suite --only NAME`` checks a survivor against every test. pytest
+runs as ``nice -n 19 PYTHON -m pytest -x -q -p no:cacheprovider FILES`` in
+``--root`` with the caller's environment (set ``MRL_PG_HOME`` so the clone uses
+its own embedded server); PYTHON is ``ROOT/.venv/bin/python`` when it exists.
+If the script is killed with SIGKILL a mutated file may stay behind:
+``git -C ROOT checkout -- .`` restores it.
+
+Adding a mutation: keep ``find`` short and meaningful; it must occur exactly once
+in the file, or, with ``within``, once after the (unique) ``within`` snippet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from types import FrameType
+
+KILLED = "killed"
+SURVIVED = "survived"
+NOT_APPLICABLE = "not applicable"
+
+PYTEST_FLAGS = ("-x", "-q", "-p", "no:cacheprovider")
+DEFAULT_TIMEOUT = 600.0
+
+# --- Test selections: the files a developer runs after touching the module -----------------
+
+SEARCH = "tests/test_search.py"
+SQL_FUNCTION = "tests/test_sql_function.py"
+ORM = "tests/test_sqlalchemy.py"
+THREE_WAYS = "tests/test_three_ways.py"
+SCHEMA = "tests/test_schema.py"
+CONFIG = "tests/test_config.py"
+MIGRATIONS = "tests/test_migrations.py"
+SQL_SCRIPT = "tests/test_sql_script.py"
+README = "tests/test_readme.py"
+INGEST = "tests/test_ingest.py"
+EMBEDDINGS = "tests/test_embeddings.py"
+CLI = "tests/test_cli.py"
+
+# query.py feeds all three front ends (psycopg, SQL function, ORM).
+QUERY_TESTS = (SEARCH, SQL_FUNCTION, ORM, THREE_WAYS)
+CLIENT_TESTS = (SEARCH, SQL_FUNCTION, THREE_WAYS, ORM, CLI)
+ORM_TESTS = (ORM, THREE_WAYS)
+FUNCTION_TESTS = (SQL_FUNCTION, THREE_WAYS)
+# test_sql_script.py is left out of the DDL selections: its first test compares
+# sql/install.sql with the generator, so it fails on *any* change to the default
+# DDL (a developer regenerates the file); its second test reads only the file and
+# the frozen migrations. It is in the selection of the migrations themselves.
+SCHEMA_TESTS = (SCHEMA, CONFIG, ORM, MIGRATIONS)
+INSTALL_TESTS = (SCHEMA, CONFIG, MIGRATIONS, SQL_FUNCTION)
+MIGRATION_TESTS = (MIGRATIONS, SQL_SCRIPT, SQL_FUNCTION, ORM, README)
+INGEST_TESTS = (INGEST, THREE_WAYS)
+VECTOR_TESTS = (SCHEMA, EMBEDDINGS, INGEST, SEARCH, ORM)
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One deliberate bug: replace ``find`` in ``file`` by ``replace``, run ``tests``.
+
+    ``regex``: ``find`` is a regular expression and ``replace`` a ``re`` template.
+    ``within``: a unique snippet; the first match of ``find`` after it is replaced
+    (for snippets that occur more than once in the file).
+    """
+
+    name: str
+    description: str
+    file: str
+    find: str
+    replace: str
+    tests: tuple[str, ...]
+    regex: bool = False
+    within: str | None = None
+
+
+Q, C, S = "mrl_pg/query.py", "mrl_pg/client.py", "mrl_pg/sqlalchemy.py"
+F, D, INS = "mrl_pg/search_function.py", "mrl_pg/schema.py", "mrl_pg/install.py"
+M2 = "migrations/versions/0002_search_function.py"
+G, R, V = "mrl_pg/ingest.py", "mrl_pg/readers.py", "mrl_pg/vectors.py"
+
+MUTATIONS: tuple[Mutation, ...] = (
+    # --- The adaptive statement and its settings (query.py) ---
+    Mutation(
+        "query-cte-not-materialized",
+        "candidate CTE loses MATERIALIZED: the pool LIMIT can be flattened into the outer query",
+        Q, "WITH candidates AS MATERIALIZED (", "WITH candidates AS (", QUERY_TESTS,
+    ),
+    Mutation(
+        "query-ef-search-equals-pool",
+        "hnsw.ef_search = pool instead of 2 x pool: less room for the graph walk, lower recall",
+        Q, "min(2 * pool, MAX_EF_SEARCH)", "min(pool, MAX_EF_SEARCH)", QUERY_TESTS,
+    ),
+    Mutation(
+        "query-no-iterative-scan",
+        "hnsw.iterative_scan not set: filtered searches and pools above 1000 come back short",
+        Q, '("hnsw.iterative_scan", "relaxed_order"),', "", QUERY_TESTS,
+    ),
+    Mutation(
+        "query-no-max-scan-tuples",
+        "hnsw.max_scan_tuples not set: the caller's bound on a filtered scan is ignored",
+        Q, '("hnsw.max_scan_tuples", str(params.scan_tuples)),', "", QUERY_TESTS,
+    ),
+    Mutation(
+        "query-adaptive-generic-plans",
+        "adaptive search no longer forces custom plans: a cached generic plan may be reused",
+        Q, '("plan_cache_mode", "force_custom_plan"),', "", QUERY_TESTS,
+        within="def scan_settings(",
+    ),
+    Mutation(
+        "query-exact-settings-empty",
+        "EXACT_SETTINGS = []: exact search no longer turns index scans off (an empty SELECT)",
+        Q, r"EXACT_SETTINGS: list\[tuple\[str, str\]\] = \[[^\]]*\]",
+        "EXACT_SETTINGS: list[tuple[str, str]] = []", QUERY_TESTS, regex=True,
+    ),
+    Mutation(
+        "query-exact-index-scans-on",
+        "exact search leaves index scans on: an index on the embedding would make it approximate",
+        Q, '("enable_indexscan", "off"),', "", QUERY_TESTS,
+    ),
+    Mutation(
+        "query-rerank-order-by-id",
+        "re-rank orders by id instead of by full-dimension distance",
+        Q, "ORDER BY distance, id", "ORDER BY id", QUERY_TESTS, within="FROM candidates",
+    ),
+    Mutation(
+        "query-exact-no-id-tiebreak",
+        "exact search drops the id tie-breaker: equal distances come back in arbitrary order",
+        Q, "ORDER BY distance, id", "ORDER BY distance", QUERY_TESTS,
+        within="/* mrl_pg exact */",
+    ),
+    Mutation(
+        "query-rerank-l2-distance",
+        "re-rank and reported distance use L2 (<->) instead of cosine (<=>)",
+        Q, "{embedding} <=> {query}::vector AS distance",
+        "{embedding} <-> {query}::vector AS distance", QUERY_TESTS,
+    ),
+    Mutation(
+        "query-filter-dropped",
+        "the adaptive statement ignores the metadata filter",
+        Q, 'where = sql.SQL("\\n    WHERE metadata @> {}::jsonb").format(filter)',
+        'where = sql.SQL("")', QUERY_TESTS,
+    ),
+    # --- psycopg front end (client.py) ---
+    Mutation(
+        "client-statement-prepared",
+        "prepare=False removed: psycopg prepares repeated searches (server-side statements)",
+        C, "search.params, prepare=False)", "search.params)", CLIENT_TESTS,
+        within="def _run(",
+    ),
+    Mutation(
+        "client-no-transaction",
+        "sync search not in its own transaction: on a non-autocommit connection the settings "
+        "outlive the search",
+        C, "conn.pipeline(), conn.transaction(), conn.cursor()",
+        "conn.pipeline(), conn.cursor()", CLIENT_TESTS, within="def _run(",
+    ),
+    Mutation(
+        "client-exact-ignores-filter",
+        "exact_search drops the filter (ground truth for filtered searches is wrong)",
+        C, 'filter=sql.Placeholder("filter") if params.has_filter else None', "filter=None",
+        CLIENT_TESTS, within="def exact_search_statement(",
+    ),
+    # --- SQLAlchemy front end (sqlalchemy.py) ---
+    Mutation(
+        "orm-pool-ignores-offset",
+        "ORM pool is k * oversample instead of (offset + k) * oversample: later pages run dry",
+        S, "return SearchParams(k=k + offset,", "return SearchParams(k=k,", ORM_TESTS,
+    ),
+    Mutation(
+        "orm-offset-ignored",
+        "search_select ignores offset: page two repeats page one",
+        S, "return statement.offset(offset) if offset else statement", "return statement",
+        ORM_TESTS,
+    ),
+    Mutation(
+        "orm-rerank-by-prefix",
+        "ORM re-ranks by prefix distance instead of full-dimension cosine",
+        S, "distance = row.embedding.cosine_distance(_query_full(query))",
+        "distance = row.embedding_prefix.cosine_distance(_query_prefix(config, query))",
+        ORM_TESTS,
+    ),
+    Mutation(
+        "orm-async-autocommit-unchecked",
+        "async ORM search accepts an autocommit connection, where its settings do not apply",
+        S, "_require_transaction(connection.sync_connection)", "pass", ORM_TESTS,
+    ),
+    Mutation(
+        "orm-no-toast-target",
+        "the ORM model's table loses toast_tuple_target (differs from install()'s table)",
+        S, '{"postgresql_with": {"toast_tuple_target": TOAST_TUPLE_TARGET}}', "{}", ORM_TESTS,
+    ),
+    # --- The SQL function (search_function.py) ---
+    Mutation(
+        "function-no-search-path",
+        "mrl_search loses its fixed SET search_path (search_path hijacking, wrong operators)",
+        F, "SET search_path = {search_path}\n", "", FUNCTION_TESTS,
+    ),
+    Mutation(
+        "function-ignores-filter",
+        "mrl_search ignores its filter argument",
+        F, "EXECUTE {filtered} USING query_embedding, pool, match_count, filter;",
+        "EXECUTE {unfiltered} USING query_embedding, pool, match_count;", FUNCTION_TESTS,
+    ),
+    Mutation(
+        "function-ef-search-equals-pool",
+        "mrl_search sets hnsw.ef_search to the pool instead of twice the pool",
+        F, "least(2 * pool, 1000)", "least(pool, 1000)", FUNCTION_TESTS,
+    ),
+    Mutation(
+        "function-no-iterative-scan",
+        "mrl_search does not turn on hnsw.iterative_scan: filtered or large pools come back short",
+        F, "SET hnsw.iterative_scan = relaxed_order\n", "", FUNCTION_TESTS,
+    ),
+    Mutation(
+        "function-settings-leak",
+        "mrl_search loses SET hnsw.ef_search: its set_config leaks into the caller's transaction",
+        F, "SET hnsw.ef_search = 40\n", "", FUNCTION_TESTS,
+    ),
+    # --- DDL (schema.py, install.py) ---
+    Mutation(
+        "ddl-prefix-not-normalized",
+        "prefix_expression drops l2_normalize: stored and query prefixes are not unit length",
+        D, '"l2_normalize(subvector({source}, 1, {p}))::halfvec({p})"',
+        '"subvector({source}, 1, {p})::halfvec({p})"', (*SCHEMA_TESTS, SEARCH),
+    ),
+    Mutation(
+        "ddl-no-nonzero-check",
+        "the non-zero CHECK on the embedding always passes",
+        D, '"vector_norm({}) > 0"', '"vector_norm({}) >= 0"', SCHEMA_TESTS,
+    ),
+    Mutation(
+        "ddl-no-prefix-nonzero-check",
+        "the non-zero CHECK on the prefix always passes (zero prefix: undefined cosine)",
+        D, '"vector_norm(subvector({}, 1, {})) > 0"', '"vector_norm(subvector({}, 1, {})) >= 0"',
+        SCHEMA_TESTS,
+    ),
+    Mutation(
+        "ddl-no-toast-target",
+        "CREATE TABLE loses toast_tuple_target: 1536-dim rows are TOASTed, re-rank reads TOAST",
+        D, " WITH (toast_tuple_target = {toast_target})", "", SCHEMA_TESTS,
+    ),
+    Mutation(
+        "ddl-external-id-not-unique",
+        "CREATE TABLE loses UNIQUE (external_id): duplicate ids, and upserts cannot work",
+        D, ",\n    CONSTRAINT {external_key} UNIQUE (external_id)", "", SCHEMA_TESTS,
+    ),
+    Mutation(
+        "install-not-transactional",
+        "install() runs its statements outside a transaction: a failure leaves half a table",
+        INS, "with conn.transaction():\n            for statement in create_ddl",
+        "if True:\n            for statement in create_ddl", INSTALL_TESTS,
+    ),
+    Mutation(
+        "install-drop-keeps-function",
+        "drop_ddl (drop_mrl_table) leaves the search function behind",
+        INS, "statements = [drop_search_function_ddl(config)] if with_search_function else []",
+        "statements = []", INSTALL_TESTS,
+    ),
+    # --- Released migrations ---
+    Mutation(
+        "migration-0002-no-search-path",
+        "revision 0002's mrl_search has no fixed search_path",
+        M2, 'SET search_path = "pg_catalog", "public", "extensions"\n', "", MIGRATION_TESTS,
+    ),
+    Mutation(
+        "migration-0002-ignores-filter",
+        "revision 0002's mrl_search ignores the filter",
+        M2, "    WHERE metadata @> $4::jsonb\n", "", MIGRATION_TESTS,
+    ),
+    Mutation(
+        "migration-0002-downgrade-keeps-function",
+        "downgrading revision 0002 leaves mrl_search behind",
+        M2, "op.execute(sa.text(DROP_FUNCTION))", "pass", MIGRATION_TESTS,
+    ),
+    # --- Ingest (ingest.py) ---
+    Mutation(
+        "ingest-staging-not-dropped",
+        "staging table loses ON COMMIT DROP: temp tables pile up in the session",
+        G, " ON COMMIT DROP", "", INGEST_TESTS,
+    ),
+    Mutation(
+        "ingest-upsert-always-updates",
+        "the upsert drops its IS DISTINCT FROM clause: unchanged rows get new row versions",
+        G, r'"WHERE \(t\.content[^"]*IS DISTINCT FROM "\s*"\(EXCLUDED\.content[^"]*"', '""',
+        INGEST_TESTS, regex=True,
+    ),
+    Mutation(
+        "ingest-no-duplicate-id-check",
+        "a load no longer refuses an external_id repeated within it",
+        G, "if first != line:", "if False:", INGEST_TESTS,
+    ),
+    Mutation(
+        "ingest-updates-counted-as-inserts",
+        "the report counts every written row as inserted (xmax = 0 test dropped)",
+        G, "RETURNING (xmax = 0) AS inserted", "RETURNING true AS inserted", INGEST_TESTS,
+    ),
+    Mutation(
+        "ingest-direct-copy-into-nonempty",
+        "the plain-COPY fast path is used even when the table already has rows",
+        G, "return bool(empty and empty[0])", "return True", INGEST_TESTS,
+    ),
+    Mutation(
+        "ingest-reuse-ignores-content",
+        "stored embeddings are reused by external_id alone, even when the content changed",
+        G, " AND t.content = s.content", "", INGEST_TESTS,
+    ),
+    Mutation(
+        "ingest-embedder-shape-unchecked",
+        "the embedder's result shape is not checked against the batch and the table",
+        G, "if matrix.shape != (len(texts), config.full_dim):", "if False:", INGEST_TESTS,
+    ),
+    # --- Reading records (readers.py) ---
+    Mutation(
+        "readers-nul-allowed",
+        "a NUL character in external_id/content is not caught before PostgreSQL sees it",
+        R, 'if "\\x00" in value:', "if False:", INGEST_TESTS,
+    ),
+    Mutation(
+        "readers-duplicate-rows-unchecked",
+        "ingest_arrays no longer refuses repeated external ids",
+        R, "if len(set(ids)) != len(ids):", "if False:", INGEST_TESTS,
+    ),
+    Mutation(
+        "readers-blank-id-allowed",
+        "a whitespace-only external_id is accepted",
+        R, "if not external_id.strip():", "if False:", INGEST_TESTS,
+    ),
+    # --- Vectors (vectors.py) ---
+    Mutation(
+        "vectors-nan-allowed",
+        "as_embedding lets NaN through",
+        V, "if np.isnan(array).any():", "if False:", VECTOR_TESTS,
+    ),
+    Mutation(
+        "vectors-matrix-nonfinite-allowed",
+        "as_embedding_matrix lets NaN and infinity through",
+        V, "if not finite.all():", "if False:", VECTOR_TESTS,
+    ),
+    Mutation(
+        "vectors-matrix-prefix-unchecked",
+        "as_embedding_matrix checks only the full vector for zeros, not the prefix",
+        V, "zero = ~np.any(array[:, :width], axis=1)", "zero = ~np.any(array, axis=1)",
+        VECTOR_TESTS,
+    ),
+    Mutation(
+        "vectors-normalize-by-full-norm",
+        "truncate_and_normalize divides the prefix by the full vector's norm",
+        V, "norms = np.linalg.norm(prefix.astype(np.float64)",
+        "norms = np.linalg.norm(array.astype(np.float64)", VECTOR_TESTS,
+    ),
+)
+
+
+# --- Applying a mutation -----------------------------------------------------------------
+
+
+def mutate(text: str, mutation: Mutation) -> str | None:
+    """The mutated source, or None when the snippet is not (exactly once) where expected."""
+    start = 0
+    if mutation.within is not None:
+        if text.count(mutation.within) != 1:
+            return None
+        start = text.index(mutation.within)
+    region = text[start:]
+    if mutation.regex:
+        matches = list(re.finditer(mutation.find, region))
+        if not matches or (mutation.within is None and len(matches) != 1):
+            return None
+        match = matches[0]
+        begin, end = start + match.start(), start + match.end()
+        replacement = match.expand(mutation.replace)
+    else:
+        count = region.count(mutation.find)
+        if count == 0 or (mutation.within is None and count != 1):
+            return None
+        begin = start + region.index(mutation.find)
+        end = begin + len(mutation.find)
+        replacement = mutation.replace
+    mutated = text[:begin] + replacement + text[end:]
+    return None if mutated == text else mutated
+
+
+def forget_bytecode(path: Path) -> None:
+    """Remove cached bytecode of ``path`` so the next import compiles the current source."""
+    for cached in path.parent.glob(f"__pycache__/{path.stem}.*.pyc"):
+        cached.unlink(missing_ok=True)
+
+
+class Applied:
+    """Context manager: the mutated file in place; the original bytes and times restored."""
+
+    def __init__(self, path: Path, mutated: str) -> None:
+        self.path = path
+        self.mutated = mutated.encode("utf-8")
+        self.original = path.read_bytes()
+        stat = path.stat()
+        self.times = (stat.st_atime_ns, stat.st_mtime_ns)
+
+    def __enter__(self) -> Applied:
+        try:
+            self.path.write_bytes(self.mutated)
+            forget_bytecode(self.path)
+        except BaseException:
+            self.restore()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        self.path.write_bytes(self.original)
+        os.utime(self.path, ns=self.times)
+        forget_bytecode(self.path)
+
+
+# --- Running pytest ----------------------------------------------------------------------
+
+
+@dataclass
+class PytestRun:
+    returncode: int | None  # None: timed out
+    seconds: float
+    output: str
+
+    @property
+    def passed(self) -> bool:
+        return self.returncode == 0
+
+    def first_failure(self) -> str:
+        """The first FAILED/ERROR line of pytest's short summary, or the last output line."""
+        if self.returncode is None:
+            return "timed out"
+        lines = [line.strip() for line in self.output.splitlines() if line.strip()]
+        for line in lines:
+            if line.startswith(("FAILED ", "ERROR ")):
+                return line[:240]
+        return (lines[-1] if lines else f"exit status {self.returncode}")[:240]
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_pytest(python: str, root: Path, tests: Sequence[str], timeout: float) -> PytestRun:
+    """``nice -n 19 python -m pytest -x -q -p no:cacheprovider TESTS`` in ``root``."""
+    command = ["nice", "-n", "19", python, "-m", "pytest", *PYTEST_FLAGS, *tests]
+    started = time.monotonic()
+    # Own process group: a timeout or Ctrl-C ends pytest and whatever it started.
+    process = subprocess.Popen(
+        command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+        returncode: int | None = process.returncode
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        output, _ = process.communicate()
+        returncode = None
+    except BaseException:
+        _kill_group(process)
+        raise
+    return PytestRun(returncode, time.monotonic() - started, output)
+
+
+# --- The run -----------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    name: str
+    description: str
+    file: str
+    outcome: str
+    seconds: float
+    tests: list[str]
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    root: str
+    commit: str | None
+    python: str
+    timeout: float
+    baseline_seconds: float = 0.0
+    seconds: float = 0.0
+    results: list[Result] = field(default_factory=list)
+
+    def totals(self) -> dict[str, int]:
+        counts = {KILLED: 0, SURVIVED: 0, NOT_APPLICABLE: 0}
+        for result in self.results:
+            counts[result.outcome] += 1
+        return {"tried": counts[KILLED] + counts[SURVIVED], "killed": counts[KILLED],
+                "survived": counts[SURVIVED], "not_applicable": counts[NOT_APPLICABLE]}
+
+    def as_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["totals"] = self.totals()
+        return data
+
+
+def _commit(root: Path) -> str | None:
+    result = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                            capture_output=True, text=True, check=False)
+    return result.stdout.strip() or None
+
+
+def _python(root: Path, given: str | None) -> str:
+    if given:
+        return given
+    venv = root / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def _check_imports_from_root(python: str, root: Path) -> None:
+    """Refuse to run if ``mrl_pg`` would be imported from somewhere other than ``root``."""
+    result = subprocess.run([python, "-c", "import mrl_pg; print(mrl_pg.__file__)"],
+                            cwd=root, capture_output=True, text=True, check=False)
+    location = Path(result.stdout.strip()).resolve() if result.returncode == 0 else None
+    if location is None or not location.is_relative_to(root):
+        raise SystemExit(f"mutation_run: {python} imports mrl_pg from {location or '?'}, "
+                         f"not from {root}: install the root's package (pip install -e)")
+
+
+def _selected(names: Sequence[str] | None) -> list[Mutation]:
+    if not names:
+        return list(MUTATIONS)
+    by_name = {m.name: m for m in MUTATIONS}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise SystemExit(f"mutation_run: unknown mutation(s): {', '.join(unknown)}")
+    return [by_name[n] for n in names]
+
+
+def _plan(root: Path, mutations: Sequence[Mutation]) -> list[tuple[Mutation, str | None, str]]:
+    """(mutation, mutated source or None, why not applicable)."""
+    plan: list[tuple[Mutation, str | None, str]] = []
+    for mutation in mutations:
+        path = root / mutation.file
+        missing = [t for t in mutation.tests if not (root / t).exists()]
+        if not path.is_file():
+            plan.append((mutation, None, f"{mutation.file} does not exist"))
+        elif missing:
+            plan.append((mutation, None, f"missing test file {missing[0]}"))
+        else:
+            mutated = mutate(path.read_text(encoding="utf-8"), mutation)
+            why = "" if mutated is not None else "snippet not found (or not unique)"
+            plan.append((mutation, mutated, why))
+    return plan
+
+
+def _print_table(results: Sequence[Result]) -> None:
+    width = max([len(r.name) for r in results] + [8])
+    fwidth = max([len(r.file) for r in results] + [4])
+    print(f"\n{'mutation':<{width}}  {'file':<{fwidth}}  {'outcome':<14}  seconds")
+    print(f"{'-' * width}  {'-' * fwidth}  {'-' * 14}  -------")
+    for r in results:
+        print(f"{r.name:<{width}}  {r.file:<{fwidth}}  {r.outcome:<14}  {r.seconds:7.1f}")
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--root", required=True, type=Path, help="source tree to mutate")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="run only this mutation (repeatable)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help=f"seconds per pytest run (default {DEFAULT_TIMEOUT:.0f})")
+    parser.add_argument("--python", help="interpreter for pytest (default ROOT/.venv/bin/python)")
+    parser.add_argument("--full-suite", action="store_true",
+                        help="run all of tests/ instead of each mutation's selection (slow; "
+                        "with --only, to see whether any test at all kills a survivor)")
+    parser.add_argument("--list", action="store_true",
+                        help="list the mutations and whether they apply; run nothing")
+    args = parser.parse_args(argv)
+
+    root: Path = args.root.resolve()
+    mutations = _selected(args.only)
+    if args.full_suite:
+        mutations = [replace(m, tests=("tests",)) for m in mutations]
+    plan = _plan(root, mutations)
+    if args.list:
+        for mutation, mutated, why in plan:
+            state = "applies" if mutated is not None else f"NOT APPLICABLE: {why}"
+            print(f"{mutation.name:<40} {mutation.file:<45} {state}")
+            print(f"    {mutation.description}\n    tests: {' '.join(mutation.tests)}")
+        return 0
+
+    python = _python(root, args.python)
+    _check_imports_from_root(python, root)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+    report = Report(root=str(root), commit=_commit(root), python=python, timeout=args.timeout)
+    started = time.monotonic()
+
+    selection = list(dict.fromkeys(t for m, mutated, _ in plan if mutated for t in m.tests))
+    try:
+        if selection:
+            print(f"baseline: {' '.join(selection)}", flush=True)
+            baseline = run_pytest(python, root, selection, args.timeout)
+            report.baseline_seconds = round(baseline.seconds, 1)
+            if not baseline.passed:
+                print(baseline.output[-4000:], file=sys.stderr)
+                print(f"mutation_run: the unmutated selection fails "
+                      f"({baseline.first_failure()}); nothing was mutated", file=sys.stderr)
+                return 2
+            print(f"baseline passed in {baseline.seconds:.1f} s\n", flush=True)
+        for number, (mutation, mutated, why) in enumerate(plan, start=1):
+            prefix = f"[{number}/{len(plan)}] {mutation.name}"
+            if mutated is None:
+                report.results.append(Result(mutation.name, mutation.description, mutation.file,
+                                             NOT_APPLICABLE, 0.0, list(mutation.tests), why))
+                print(f"{prefix}: {NOT_APPLICABLE} ({why})", flush=True)
+                continue
+            with Applied(root / mutation.file, mutated):
+                run = run_pytest(python, root, mutation.tests, args.timeout)
+            outcome = SURVIVED if run.passed else KILLED
+            detail = "" if run.passed else run.first_failure()
+            report.results.append(Result(mutation.name, mutation.description, mutation.file,
+                                         outcome, round(run.seconds, 1), list(mutation.tests),
+                                         detail))
+            print(f"{prefix}: {outcome} in {run.seconds:.1f} s"
+                  + (f" ({detail})" if detail else ""), flush=True)
+    except KeyboardInterrupt:
+        print("\nmutation_run: interrupted; no file is left mutated", file=sys.stderr)
+        return 130
+    finally:
+        report.seconds = round(time.monotonic() - started, 1)
+        if args.json and report.results:
+            args.json.write_text(json.dumps(report.as_json(), indent=2) + "\n")
+
+    _print_table(report.results)
+    totals = report.totals()
+    print(f"\ntried {totals['tried']}, killed {totals['killed']}, survived {totals['survived']}, "
+          f"not applicable {totals['not_applicable']}; {report.seconds:.0f} s in all "
+          f"(baseline {report.baseline_seconds:.0f} s)")
+    survivors = [r for r in report.results if r.outcome == SURVIVED]
+    if survivors:
+        print("\nsurvived (the tests did not notice):")
+        for r in survivors:
+            print(f"  {r.name}: {r.description}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
