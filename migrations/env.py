@@ -40,10 +40,16 @@ def run_offline() -> None:
 
 
 def _check_pgvector(connection: Connection) -> None:
-    """Stop before the first revision when pgvector is, or would be installed as, < 0.8."""
-    version, database = connection.execute(
-        text(f"SELECT ({PGVECTOR_INSTALLABLE_SQL}), current_database()")
-    ).one()
+    """Stop before the first revision when pgvector is, or would be installed as, < 0.8.
+
+    Leaves a connection that was outside a transaction outside one, so Alembic
+    still runs each revision in a transaction of its own.
+    """
+    outside = not connection.in_transaction()
+    version = connection.execute(text(PGVECTOR_INSTALLABLE_SQL)).scalar()
+    database = connection.execute(text("SELECT current_database()")).scalar()
+    if outside:
+        connection.rollback()
     require_pgvector(version, database=database)
 
 
@@ -60,7 +66,6 @@ def run_online() -> None:
     engine = migration_engine(_dsn())
     with engine.connect() as conn:
         _check_pgvector(conn)
-        conn.commit()
         context.configure(
             connection=conn, version_table=VERSION_TABLE, transaction_per_migration=True
         )

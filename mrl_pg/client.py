@@ -150,8 +150,17 @@ def _restore_params(search: SearchStatement, old: tuple[Any, ...] | None) -> dic
     return {"names": list(search.setting_names), "old": list(old[: len(search.setting_names)])}
 
 
+def _inside_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    status = conn.info.transaction_status
+    if status == TransactionStatus.INERROR:
+        raise DatabaseError(
+            "search failed: the connection is in a failed transaction; roll it back first"
+        )
+    return status != TransactionStatus.IDLE
+
+
 def _run(conn: psycopg.Connection[Any], search: SearchStatement) -> list[tuple[Any, ...]]:
-    inside = conn.info.transaction_status != TransactionStatus.IDLE
+    inside = _inside_transaction(conn)
     try:
         with conn.pipeline(), conn.transaction(), conn.cursor() as settings, conn.cursor() as cur:
             settings.execute(search.settings, prepare=False)
@@ -168,7 +177,7 @@ def _run(conn: psycopg.Connection[Any], search: SearchStatement) -> list[tuple[A
 async def _run_async(
     conn: psycopg.AsyncConnection[Any], search: SearchStatement
 ) -> list[tuple[Any, ...]]:
-    inside = conn.info.transaction_status != TransactionStatus.IDLE
+    inside = _inside_transaction(conn)
     try:
         async with conn.pipeline(), conn.transaction(), conn.cursor() as settings, \
                 conn.cursor() as cur:

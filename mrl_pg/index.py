@@ -416,7 +416,11 @@ def _server_notices(
 
 
 def _drop_crashed_rebuild(conn: psycopg.Connection[Any], config: TableConfig) -> None:
-    """Drop the temporary index an earlier concurrent rebuild left when it crashed."""
+    """Deal with the temporary index an earlier concurrent rebuild left when it crashed.
+
+    Dropped, unless it is valid and the configured index is gone: then it is the
+    table's only index, and it gets the configured name instead.
+    """
     name = _rebuild_index_name(config)
     row = conn.execute(
         "SELECT i.indrelid IS NOT DISTINCT FROM to_regclass(%s),"
@@ -439,6 +443,13 @@ def _drop_crashed_rebuild(conn: psycopg.Connection[Any], config: TableConfig) ->
             f"cannot rebuild the index of {config.qualified_name}: another session "
             f"(backend pid {builder}) is building it; wait for it to finish"
         )
+    if _index_validity(conn, config, name) and _index_validity(
+        conn, config, config.hnsw_index_name
+    ) is None:
+        # The crash came between dropping the old index and the rename: the
+        # leftover is the only index the table has. Finish the swap.
+        conn.execute(_rename_statement(config))
+        return
     conn.execute(_drop_statement(config, concurrently=True, name=name))
 
 

@@ -58,6 +58,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+import psycopg
 from pgvector.sqlalchemy import HALFVEC, VECTOR
 from psycopg import sql
 from psycopg.pq import TransactionStatus
@@ -109,7 +110,6 @@ __all__ = [
     "table_args",
     "search_select",
     "exact_search_select",
-    "SETTINGS_OPTION",
     "search",
     "exact_search",
     "search_async",
@@ -305,7 +305,7 @@ def search_select(
     statement = select(row, distance).order_by(distance, row.id).limit(k)
     if offset:
         statement = statement.offset(offset)
-    return statement.execution_options(**{SETTINGS_OPTION: tuple(scan_settings(params))})
+    return _with_settings(statement, scan_settings(params))
 
 
 def exact_search_select(
@@ -320,19 +320,31 @@ def exact_search_select(
     _, query = _query(model, query_vector)
     distance = model.embedding.cosine_distance(_query_full(query)).label("distance")
     statement = select(model, distance).where(*where).order_by(distance, model.id).limit(k)
-    return statement.execution_options(**{SETTINGS_OPTION: tuple(EXACT_SETTINGS)})
+    return _with_settings(statement, EXACT_SETTINGS)
 
 
-SETTINGS_OPTION = "mrl_pg_settings"
-"""Execution option holding a statement's (name, value) settings; see the module docstring."""
-
+_SETTINGS_OPTION = "mrl_pg_settings"
+# Marks the statement itself: SQLAlchemy hands a statement's execution options on
+# to the statements it derives (eager loads), which must run with their own settings.
+_MARKER = "/* mrl_pg search */"
 _STATE = "_mrl_pg_settings_state"
 
+_S = TypeVar("_S", bound=Select[Any])
 
-def _settings_of(context: ExecutionContext | None) -> tuple[tuple[str, str], ...] | None:
-    if context is None:
+
+def _with_settings(statement: _S, settings: list[tuple[str, str]]) -> _S:
+    return statement.prefix_with(_MARKER).execution_options(
+        **{_SETTINGS_OPTION: tuple(settings)}
+    )
+
+
+def _settings_of(
+    context: ExecutionContext | None, statement: str
+) -> tuple[tuple[str, str], ...] | None:
+    if context is None or _MARKER not in statement:
         return None
-    settings: tuple[tuple[str, str], ...] | None = context.execution_options.get(SETTINGS_OPTION)
+    settings: tuple[tuple[str, str], ...] | None = context.execution_options.get(
+        _SETTINGS_OPTION)
     return settings or None
 
 
@@ -347,24 +359,46 @@ def _run_plain(connection: Connection, statement: sql.Composable,
         cursor.close()
 
 
+def _driver(connection: Connection) -> psycopg.Connection[Any] | psycopg.AsyncConnection[Any]:
+    driver = connection.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection | psycopg.AsyncConnection):
+        raise InvalidSearchError(
+            "mrl_pg searches need the psycopg 3 driver (postgresql+psycopg://, or "
+            f"mrl_pg.create_engine), got {type(driver).__name__}"
+        )
+    return driver
+
+
 @event.listens_for(Engine, "before_cursor_execute")
 def _apply_settings(
     connection: Connection, cursor: Any, statement: str, parameters: Any,
     context: ExecutionContext | None, executemany: bool,
 ) -> None:
-    settings = _settings_of(context)
+    settings = _settings_of(context, statement)
     if settings is None:
         return
     if context is not None and context.execution_options.get("stream_results"):
         raise InvalidSearchError("a search cannot stream its results (stream_results/yield_per)")
-    driver: Any = connection.connection.driver_connection
-    own = bool(driver.autocommit) and driver.info.transaction_status == TransactionStatus.IDLE
+    driver = _driver(connection)
+    own = driver.autocommit and driver.info.transaction_status == TransactionStatus.IDLE
     if own:  # autocommit: a transaction of our own, which takes the settings away as it ends
         _run_plain(connection, sql.SQL("BEGIN"))
-    old = _run_plain(connection, settings_sql(list(settings)))
+    try:
+        old = _run_plain(connection, settings_sql(list(settings)))
+    except BaseException:
+        if own:  # never leave an autocommit connection inside a failed transaction
+            _rollback_quietly(connection)
+        raise
     names = [name for name, _ in settings]
     state = {"own": own, "names": names, "old": list(old[: len(names)]) if old else []}
     setattr(context, _STATE, state)
+
+
+def _rollback_quietly(connection: Connection) -> None:
+    try:
+        _run_plain(connection, sql.SQL("ROLLBACK"))
+    except Exception:  # the error that brought us here is the one to report
+        pass
 
 
 def _undo_settings(connection: Connection, context: ExecutionContext | None, *,
@@ -375,9 +409,10 @@ def _undo_settings(connection: Connection, context: ExecutionContext | None, *,
     delattr(context, _STATE)
     if state["own"]:
         _run_plain(connection, sql.SQL("ROLLBACK" if failed else "COMMIT"))
-    elif not failed:  # a failed statement aborted the caller's transaction; its rollback undoes
-        _run_plain(connection, RESTORE_SETTINGS_SQL, {"names": state["names"],
-                                                      "old": state["old"]})
+        return
+    if _driver(connection).info.transaction_status == TransactionStatus.INERROR:
+        return  # the server aborted the caller's transaction: its rollback undoes them
+    _run_plain(connection, RESTORE_SETTINGS_SQL, {"names": state["names"], "old": state["old"]})
 
 
 @event.listens_for(Engine, "after_cursor_execute")
@@ -391,6 +426,8 @@ def _restore_settings(
 
 @event.listens_for(Engine, "handle_error")
 def _restore_settings_after_error(exception_context: ExceptionContext) -> None:
+    # Also for errors raised by the driver before the statement reached the server
+    # (a NUL byte in a parameter): the caller's transaction is intact then.
     connection = exception_context.connection
     if connection is None or exception_context.is_disconnect:
         return

@@ -104,12 +104,8 @@ def _assert_old_index_serves_searches(
     }
 
 
-def test_searches_use_an_hnsw_index_throughout_a_concurrent_rebuild(
-    conn, schema_dsn, indexed
-):
-    config = indexed
-    old_oid = _oid(conn, config, config.hnsw_index_name)
-    usable = {config.hnsw_index_name, _rebuild_index_name(config)}
+def _plans_during(schema_dsn: str, config: TableConfig, work: Callable[[], Any]) -> list[set[str]]:
+    """The HNSW indexes each adaptive-search plan used while ``work`` ran, planned nonstop."""
     queries = make_queries(20, DIM, seed=3)
     plans: list[set[str]] = []
     errors: list[BaseException] = []
@@ -129,18 +125,43 @@ def test_searches_use_an_hnsw_index_throughout_a_concurrent_rebuild(
     reader = threading.Thread(target=read)
     reader.start()
     try:
-        build_hnsw_index(conn, config, concurrently=True, **SLOW)
+        work()
     finally:
         stop.set()
         reader.join()
-
     assert not errors, errors
     assert len(plans) > 20, f"only {len(plans)} plans were made during the rebuild"
+    return plans
+
+
+def test_searches_use_an_hnsw_index_throughout_a_concurrent_rebuild(
+    conn, schema_dsn, indexed
+):
+    config = indexed
+    old_oid = _oid(conn, config, config.hnsw_index_name)
+    usable = {config.hnsw_index_name, _rebuild_index_name(config)}
+    plans = _plans_during(schema_dsn, config,
+                          lambda: build_hnsw_index(conn, config, concurrently=True, **SLOW))
     without = [p for p in plans if not p or not p <= usable]
     assert not without, f"{len(without)} of {len(plans)} plans used no HNSW index: {without[:3]}"
     assert _oid(conn, config, config.hnsw_index_name) not in (None, old_oid)
     assert _hnsw_indexes(conn, config) == {config.hnsw_index_name: True}
     assert index_status(conn, config).valid
+
+
+def test_a_crash_between_drop_and_rename_leaves_an_index_the_next_rebuild_keeps(
+    conn, schema_dsn, indexed
+):
+    """Crashed after DROP INDEX CONCURRENTLY, before the rename: only the new index is left."""
+    config = indexed
+    temporary = _rebuild_index_name(config)
+    conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+        config.qualified(config.hnsw_index_name), sql.Identifier(temporary)))
+    plans = _plans_during(schema_dsn, config,
+                          lambda: build_hnsw_index(conn, config, concurrently=True, **SLOW))
+    without = [p for p in plans if not p]
+    assert not without, f"{len(without)} of {len(plans)} plans used no HNSW index"
+    assert _hnsw_indexes(conn, config) == {config.hnsw_index_name: True}
 
 
 def test_a_cancelled_concurrent_rebuild_keeps_the_old_index_valid_and_in_use(

@@ -25,7 +25,7 @@ def config(conn: psycopg.Connection[Any], schema: str) -> TableConfig:
 
 
 def _temp_tables(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT count(*) FROM pg_class WHERE relpersistence = 't' "
+    row = conn.execute("SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema() "
                        "AND relkind = 'r'").fetchone()
     assert row is not None
     return int(row[0])

@@ -313,3 +313,16 @@ def test_install_migrate_and_connect_stop_on_pgvector_older_than_0_8(fresh_datab
     with pytest.raises(PgvectorVersionError, match="pgvector 0.7.4 is installed") as info:
         connect(fresh_database)
     assert info.value.installed == "0.7.4"
+
+
+def test_a_connection_handed_to_alembic_gets_every_revision_committed(fresh_database):
+    from mrl_pg.migrate import migration_engine
+
+    engine = migration_engine(fresh_database)
+    try:
+        with engine.connect() as connection:
+            command.upgrade(alembic_config(connection=connection), "head")
+    finally:
+        engine.dispose()
+    assert current(fresh_database) == HEAD
+    assert DEFAULT_TABLE in _tables(fresh_database)

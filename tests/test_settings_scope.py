@@ -13,11 +13,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.orm import DeclarativeBase, Session
 
+import mrl_pg.sqlalchemy
 from mrl_pg import exact_search, exact_search_async, explain, search, search_async
 from mrl_pg.db import configure_connection, configure_connection_async, create_engine
+from mrl_pg.errors import DatabaseError
 from mrl_pg.query import EXACT_SETTINGS, SearchParams, scan_settings
 from mrl_pg.sqlalchemy import exact_search as orm_exact_search
 from mrl_pg.sqlalchemy import mrl_mixin
@@ -97,9 +99,11 @@ def test_settings_are_back_after_exact_then_adaptive_search_and_the_index_is_use
 def test_a_first_search_in_a_new_transaction_puts_pgvector_defaults_back(corpus):
     """pgvector's settings do not exist before its library loads; they go back to defaults."""
     with _transactional(corpus.dsn) as conn:
-        assert conn.execute("SELECT current_setting('hnsw.ef_search', true)").fetchone() in (
-            (None,), ("40",))
+        # Inside a transaction (this statement opens it), before pgvector's library loads.
+        assert conn.execute("SELECT current_setting('hnsw.ef_search', true)").fetchone() == (
+            None,)
         search(conn, corpus.config, corpus.queries[0], k=50)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
         assert conn.execute("SHOW hnsw.ef_search").fetchone() == ("40",)
         assert conn.execute("SHOW hnsw.iterative_scan").fetchone() == ("off",)
 
@@ -165,3 +169,67 @@ def test_orm_session_searches_leave_settings_as_they_were_and_use_the_index(
             assert uses_hnsw(raw, corpus)
     finally:
         engine.dispose()
+
+
+def test_an_orm_search_failing_in_the_driver_leaves_the_transaction_with_its_settings(
+    corpus, orm_model
+):
+    """psycopg refuses a NUL byte before anything reaches the server: the transaction lives on."""
+    engine = create_engine(corpus.dsn)
+    try:
+        with Session(engine) as session:
+            session.execute(text(LOAD_PGVECTOR))
+            session.execute(text(CALLER_SETTINGS[0]))
+            before = session.execute(text(SNAPSHOT)).one()
+            with pytest.raises(Exception, match="NUL"):
+                orm_exact_search(session, orm_model, corpus.queries[0],
+                                 where=[orm_model.content == "a\x00b"])
+            assert session.execute(text(SNAPSHOT)).one() == before
+    finally:
+        engine.dispose()
+
+
+def test_an_autocommit_orm_search_whose_settings_fail_leaves_no_transaction_open(
+    corpus, orm_model, monkeypatch
+):
+    import mrl_pg.sqlalchemy
+
+    monkeypatch.setattr(mrl_pg.sqlalchemy, "scan_settings",
+                        lambda params: [("hnsw.ef_search", "not a number")])
+    engine = create_engine(corpus.dsn, execution_options={"isolation_level": "AUTOCOMMIT"})
+    try:
+        with Session(engine) as session:
+            session.execute(text(LOAD_PGVECTOR))  # so the server checks the value
+            with pytest.raises(Exception, match="hnsw.ef_search"):
+                orm_search(session, orm_model, corpus.queries[0])
+            raw = session.connection().connection.driver_connection
+            assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert session.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        engine.dispose()
+
+
+def test_statements_derived_from_a_search_run_with_their_own_settings(corpus, orm_model):
+    """Eager loads inherit a search's execution options; they must not inherit its settings."""
+    from sqlalchemy import func
+
+    engine = create_engine(corpus.dsn)
+    try:
+        with Session(engine) as session:
+            search = mrl_pg.sqlalchemy.exact_search_select(orm_model, corpus.queries[0], k=3)
+            assert len(session.execute(search).all()) == 3
+            derived = select(func.current_setting("enable_indexscan")).execution_options(
+                **search.get_execution_options())
+            assert session.execute(derived).scalar_one() == "on"
+    finally:
+        engine.dispose()
+
+
+def test_a_search_on_a_failed_transaction_says_to_roll_back_first(corpus):
+    with _transactional(corpus.dsn) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1 / 0")
+        with pytest.raises(DatabaseError, match="failed transaction; roll it back first"):
+            search(conn, corpus.config, corpus.queries[0])
+        conn.rollback()
+        assert len(search(conn, corpus.config, corpus.queries[0], k=3)) == 3
