@@ -91,6 +91,7 @@ def adaptive_search_statement(
     oversample: int = 8,
     filter: Mapping[str, Any] | None = None,
     max_scan_tuples: int | None = None,
+    ef_search: int | None = None,
 ) -> SearchStatement:
     """The adaptive search for one full-dimension ``query`` as psycopg ``Composed`` + parameters.
 
@@ -99,7 +100,7 @@ def adaptive_search_statement(
     (40, 5)
     """
     params = SearchParams(k=k, oversample=oversample, filter=filter,
-                          max_scan_tuples=max_scan_tuples)
+                          max_scan_tuples=max_scan_tuples, ef_search=ef_search)
     values = search_parameters(params) | {"query": _query_vector(config, query)}
     statement = adaptive_search_sql(
         config,
@@ -201,6 +202,7 @@ def search(
     oversample: int = 8,
     filter: Mapping[str, Any] | None = None,
     max_scan_tuples: int | None = None,
+    ef_search: int | None = None,
 ) -> list[SearchResult]:
     """Adaptive search: ``k * oversample`` candidates by prefix (HNSW), re-ranked by full cosine.
 
@@ -208,7 +210,7 @@ def search(
     """
     statement = adaptive_search_statement(
         config, query, k=k, oversample=oversample, filter=filter,
-        max_scan_tuples=max_scan_tuples,
+        max_scan_tuples=max_scan_tuples, ef_search=ef_search,
     )
     return _rows_to_results(_run(conn, statement))
 
@@ -234,11 +236,12 @@ async def search_async(
     oversample: int = 8,
     filter: Mapping[str, Any] | None = None,
     max_scan_tuples: int | None = None,
+    ef_search: int | None = None,
 ) -> list[SearchResult]:
     """Async twin of :func:`search`."""
     statement = adaptive_search_statement(
         config, query, k=k, oversample=oversample, filter=filter,
-        max_scan_tuples=max_scan_tuples,
+        max_scan_tuples=max_scan_tuples, ef_search=ef_search,
     )
     return _rows_to_results(await _run_async(conn, statement))
 
@@ -266,6 +269,7 @@ def explain(
     oversample: int = 8,
     filter: Mapping[str, Any] | None = None,
     max_scan_tuples: int | None = None,
+    ef_search: int | None = None,
     exact: bool = False,
     analyze: bool = False,
     as_json: bool = False,
@@ -281,7 +285,7 @@ def explain(
         stmt = exact_search_statement(config, query, k=k, filter=filter)
     else:
         stmt = adaptive_search_statement(config, query, k=k, oversample=oversample, filter=filter,
-                                         max_scan_tuples=max_scan_tuples)
+                                         max_scan_tuples=max_scan_tuples, ef_search=ef_search)
     options = sql.SQL(", ").join(
         sql.SQL(o)
         for o in (["ANALYZE", "BUFFERS"] if analyze else [])

@@ -105,20 +105,26 @@ class SearchParams:
     ``pool`` = ``k * oversample`` candidates are re-ranked. ``filter`` is a JSON
     object matched by containment (``metadata @> filter``); empty means none.
     ``max_scan_tuples`` bounds how many index tuples an iterative scan visits
-    while looking for rows that pass a filter.
+    while looking for rows that pass a filter. ``ef_search`` overrides
+    :data:`EF_SEARCH_RULE` (``mrl-pg tune`` and benchmarks sweep it); a pool
+    larger than it is still filled, by the iterative scan.
     """
 
     k: int = 10
     oversample: int = 8
     filter: Mapping[str, Any] | None = None
     max_scan_tuples: int | None = None
+    ef_search: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("k", "oversample"):
             object.__setattr__(self, name, _integer(name, getattr(self, name)))
-        if self.max_scan_tuples is not None:
-            object.__setattr__(
-                self, "max_scan_tuples", _integer("max_scan_tuples", self.max_scan_tuples)
+        for name in ("max_scan_tuples", "ef_search"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _integer(name, getattr(self, name)))
+        if self.ef_search is not None and not 1 <= self.ef_search <= MAX_EF_SEARCH:
+            raise InvalidSearchError(
+                f"ef_search must be between 1 and {MAX_EF_SEARCH}, got {self.ef_search}"
             )
         if not 1 <= self.k <= MAX_MATCH_COUNT:
             raise InvalidSearchError(f"k must be between 1 and {MAX_MATCH_COUNT}, got {self.k}")
@@ -155,7 +161,10 @@ class SearchParams:
             raise InvalidSearchError(f"filter cannot be encoded as JSON: {exc}") from None
 
     @property
-    def ef_search(self) -> int:
+    def hnsw_ef_search(self) -> int:
+        """``ef_search`` when given, else :data:`EF_SEARCH_RULE` of the pool."""
+        if self.ef_search is not None:
+            return self.ef_search
         return ef_search_for(self.pool)
 
     @property
@@ -249,7 +258,7 @@ def scan_settings(params: SearchParams) -> list[tuple[str, str]]:
     only, so a cached generic plan never replaces the per-call one.
     """
     return [
-        ("hnsw.ef_search", str(params.ef_search)),
+        ("hnsw.ef_search", str(params.hnsw_ef_search)),
         ("hnsw.iterative_scan", "relaxed_order"),
         ("hnsw.max_scan_tuples", str(params.scan_tuples)),
         ("plan_cache_mode", "force_custom_plan"),

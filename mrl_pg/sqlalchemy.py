@@ -236,9 +236,9 @@ def mrl_mixin(config: TableConfig) -> type[MrlMixin]:
 
 
 def _search_params(
-    k: int, oversample: int, offset: int, max_scan_tuples: int | None
+    k: int, oversample: int, offset: int, max_scan_tuples: int | None, ef_search: int | None
 ) -> SearchParams:
-    SearchParams(k=k, oversample=oversample, max_scan_tuples=max_scan_tuples)
+    SearchParams(k=k, oversample=oversample, max_scan_tuples=max_scan_tuples, ef_search=ef_search)
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise InvalidSearchError(f"offset must be a non-negative integer, got {offset!r}")
     if k + offset > MAX_MATCH_COUNT:
@@ -246,7 +246,8 @@ def _search_params(
             f"offset + k must be at most {MAX_MATCH_COUNT}, got {offset} + {k}"
         )
     # The pool has to hold every row up to the end of the page.
-    return SearchParams(k=k + offset, oversample=oversample, max_scan_tuples=max_scan_tuples)
+    return SearchParams(k=k + offset, oversample=oversample, max_scan_tuples=max_scan_tuples,
+                        ef_search=ef_search)
 
 
 def _query(model: type[MrlMixin], query_vector: Any) -> tuple[TableConfig, BindParameter[Any]]:
@@ -275,6 +276,7 @@ def search_select(
     where: Where = (),
     offset: int = 0,
     max_scan_tuples: int | None = None,
+    ef_search: int | None = None,
 ) -> Select[_M, float]:
     """The adaptive search as a composable ``SELECT (model, distance)``, settings included.
 
@@ -290,7 +292,7 @@ def search_select(
     Executing it applies its HNSW settings for that statement only (see the
     module docstring), so ``session.execute(stmt)`` always gets its full pool.
     """
-    params = _search_params(k, oversample, offset, max_scan_tuples)
+    params = _search_params(k, oversample, offset, max_scan_tuples, ef_search)
     config, query = _query(model, query_vector)
     candidates = (
         select(model)
@@ -451,6 +453,7 @@ def search(
     where: Where = (),
     offset: int = 0,
     max_scan_tuples: int | None = None,
+    ef_search: int | None = None,
 ) -> list[tuple[_M, float]]:
     """Adaptive search: ``(model instance, cosine distance)`` pairs, nearest first.
 
@@ -460,7 +463,8 @@ def search(
     >>> search(session, Document, q, where=[Document.meta["lang"].astext == "en"])  # doctest: +SKIP
     """
     statement = search_select(model, query_vector, k=k, oversample=oversample, where=where,
-                              offset=offset, max_scan_tuples=max_scan_tuples)
+                              offset=offset, max_scan_tuples=max_scan_tuples,
+                              ef_search=ef_search)
     try:
         return _rows(session.execute(statement))
     except DBAPIError as exc:
@@ -488,10 +492,12 @@ async def search_async(
     where: Where = (),
     offset: int = 0,
     max_scan_tuples: int | None = None,
+    ef_search: int | None = None,
 ) -> list[tuple[_M, float]]:
     """Async twin of :func:`search`, for :func:`mrl_pg.db.create_async_engine`."""
     statement = search_select(model, query_vector, k=k, oversample=oversample, where=where,
-                              offset=offset, max_scan_tuples=max_scan_tuples)
+                              offset=offset, max_scan_tuples=max_scan_tuples,
+                              ef_search=ef_search)
     try:
         return _rows(await session.execute(statement))
     except DBAPIError as exc:

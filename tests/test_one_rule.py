@@ -46,3 +46,20 @@ def test_the_rules_rendered_sql_evaluates_to_the_python_value(conn, rule):
     for pool in [0, 1, 19, 20, 21, 500, 501, 1000, 10_001, 100_000, 2**31 - 1]:
         row = conn.execute(sql.SQL("SELECT {}").format(rule.sql(sql.Literal(pool)))).fetchone()
         assert row == (rule(pool),), pool
+
+
+def test_an_explicit_ef_search_overrides_the_rule_on_every_front_end():
+    from mrl_pg import TableConfig as Config
+    from mrl_pg.client import adaptive_search_statement
+    from mrl_pg.errors import InvalidSearchError
+    from mrl_pg.schema import render
+    from mrl_pg.sqlalchemy import _search_params
+
+    assert dict(scan_settings(SearchParams(k=10, ef_search=77)))["hnsw.ef_search"] == "77"
+    assert dict(scan_settings(SearchParams(k=10)))["hnsw.ef_search"] == str(EF_SEARCH_RULE(80))
+    statement = adaptive_search_statement(Config(), np.ones(1536), k=10, ef_search=77)
+    assert "set_config('hnsw.ef_search', '77', true)" in render(statement.settings)
+    assert _search_params(10, 8, 0, None, 77).hnsw_ef_search == 77
+    for bad in (0, 1001):
+        with pytest.raises(InvalidSearchError, match="ef_search must be between 1 and 1000"):
+            SearchParams(ef_search=bad)
