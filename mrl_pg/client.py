@@ -13,6 +13,7 @@ cached generic plan can never replace the per-call plan.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -83,6 +84,23 @@ def _query_vector(config: TableConfig, query: Any) -> FloatArray:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _adaptive_statement(config: TableConfig, filtered: bool) -> sql.Composed:
+    # Values are placeholders, so the text depends on the table and the filter only.
+    return adaptive_search_sql(
+        config,
+        query=sql.Placeholder("query"),
+        pool=sql.Placeholder("pool"),
+        k=sql.Placeholder("k"),
+        filter=sql.Placeholder("filter") if filtered else None,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _settings_statement(settings: tuple[tuple[str, str], ...]) -> sql.Composed:
+    return settings_sql(list(settings))
+
+
 def adaptive_search_statement(
     config: TableConfig,
     query: Any,
@@ -102,15 +120,10 @@ def adaptive_search_statement(
     params = SearchParams(k=k, oversample=oversample, filter=filter,
                           max_scan_tuples=max_scan_tuples, ef_search=ef_search)
     values = search_parameters(params) | {"query": _query_vector(config, query)}
-    statement = adaptive_search_sql(
-        config,
-        query=sql.Placeholder("query"),
-        pool=sql.Placeholder("pool"),
-        k=sql.Placeholder("k"),
-        filter=sql.Placeholder("filter") if params.has_filter else None,
-    )
+    statement = _adaptive_statement(config, params.has_filter)
     settings = scan_settings(params)
-    return SearchStatement(settings=settings_sql(settings), statement=statement, params=values,
+    return SearchStatement(settings=_settings_statement(tuple(settings)), statement=statement,
+                           params=values,
                            setting_names=tuple(name for name, _ in settings))
 
 

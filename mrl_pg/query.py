@@ -197,23 +197,30 @@ def adaptive_search_sql(
     """The adaptive statement; ``query``/``pool``/``k``/``filter`` are how values are referenced.
 
     The candidate ORDER BY is exactly the indexed expression (``prefix <=>
-    halfvec``), so the planner can walk the HNSW index. ``MATERIALIZED`` keeps
-    the candidate LIMIT from being flattened into the outer query.
+    halfvec``), so the planner can walk the HNSW index. Each candidate carries
+    only its id and its full-dimension distance, computed as the index hands
+    it over: the 6 kB vector is never copied into the materialized pool. The
+    best ``k`` are then joined back to the table for their columns (``k``
+    primary-key lookups). ``MATERIALIZED`` keeps each LIMIT where it is.
     """
     where: sql.Composable = sql.SQL("")
     if filter is not None:
         where = sql.SQL("\n    WHERE metadata @> {}::jsonb").format(filter)
     return sql.SQL(
         """WITH candidates AS MATERIALIZED (
-    SELECT id, external_id, content, metadata, {embedding}
+    SELECT id, {embedding} <=> {query}::vector AS distance
     FROM {table}{where}
     ORDER BY {prefix} <=> {query_prefix}
     LIMIT {pool}
+), best AS MATERIALIZED (
+    SELECT id, distance
+    FROM candidates
+    ORDER BY distance, id
+    LIMIT {k}
 )
-SELECT {result}
-FROM candidates
-ORDER BY distance, id
-LIMIT {k}"""
+SELECT t.id, t.external_id, t.content, t.metadata, best.distance
+FROM best JOIN {table} AS t ON t.id = best.id
+ORDER BY best.distance, best.id"""
     ).format(
         embedding=sql.Identifier(config.embedding_column),
         table=config.table,
@@ -221,7 +228,7 @@ LIMIT {k}"""
         prefix=sql.Identifier(config.prefix_column),
         query_prefix=prefix_expression(sql.SQL("{}::vector").format(query), config.prefix_dim),
         pool=pool,
-        result=_result_select(config, query),
+        query=query,
         k=k,
     )
 

@@ -85,7 +85,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine, ExceptionContext, ExecutionContext
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Mapped, Session, aliased, declared_attr, mapped_column
+from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
 from sqlalchemy.schema import SchemaItem
 
 from .config import TableConfig
@@ -282,9 +282,9 @@ def search_select(
 
     Same plan as :func:`mrl_pg.query.adaptive_search_sql`: a MATERIALIZED CTE
     takes ``(offset + k) * oversample`` rows matching ``where`` in order of
-    prefix distance (the HNSW index), the outer query re-ranks them by full
-    cosine distance. Candidate columns are ``stmt.selected_columns``, so joins
-    compose::
+    prefix distance (the HNSW index) with their full cosine distance, the best
+    ``offset + k`` of them are joined back to the table. The model's columns
+    are ``stmt.selected_columns``, so joins compose::
 
         stmt = search_select(Document, q, k=10)
         stmt = stmt.join(Note, Note.document_id == stmt.selected_columns.id)
@@ -295,16 +295,28 @@ def search_select(
     params = _search_params(k, oversample, offset, max_scan_tuples, ef_search)
     config, query = _query(model, query_vector)
     candidates = (
-        select(model)
+        select(model.id.label("id"),
+               model.embedding.cosine_distance(_query_full(query)).label("distance"))
         .where(*where)
         .order_by(model.embedding_prefix.cosine_distance(_query_prefix(config, query)))
         .limit(params.pool)
         .cte("candidates")
         .prefix_with("MATERIALIZED")
     )
-    row = aliased(model, candidates)
-    distance = row.embedding.cosine_distance(_query_full(query)).label("distance")
-    statement = select(row, distance).order_by(distance, row.id).limit(k)
+    best = (
+        select(candidates.c.id, candidates.c.distance)
+        .order_by(candidates.c.distance, candidates.c.id)
+        .limit(params.k)
+        .cte("best")
+        .prefix_with("MATERIALIZED")
+    )
+    distance = best.c.distance.label("distance")
+    statement = (
+        select(model, distance)
+        .join(best, model.id == best.c.id)
+        .order_by(best.c.distance, best.c.id)
+        .limit(k)
+    )
     if offset:
         statement = statement.offset(offset)
     return _with_settings(statement, scan_settings(params))

@@ -114,27 +114,35 @@ BEGIN
 
     IF filter IS NULL OR filter = ''{}''::jsonb THEN
         RETURN QUERY EXECUTE ''WITH candidates AS MATERIALIZED (
-    SELECT id, external_id, content, metadata, "embedding"
+    SELECT id, "embedding" <=> $1::vector AS distance
     FROM "mrl_pg_install_schema"."mrl_documents"
     ORDER BY "embedding_prefix" <=> l2_normalize(subvector($1::vector, 1, 512))::halfvec(512)
     LIMIT $2
+), best AS MATERIALIZED (
+    SELECT id, distance
+    FROM candidates
+    ORDER BY distance, id
+    LIMIT $3
 )
-SELECT id, external_id, content, metadata, "embedding" <=> $1::vector AS distance
-FROM candidates
-ORDER BY distance, id
-LIMIT $3'' USING query_embedding, pool, match_count;
+SELECT t.id, t.external_id, t.content, t.metadata, best.distance
+FROM best JOIN "mrl_pg_install_schema"."mrl_documents" AS t ON t.id = best.id
+ORDER BY best.distance, best.id'' USING query_embedding, pool, match_count;
     ELSE
         RETURN QUERY EXECUTE ''WITH candidates AS MATERIALIZED (
-    SELECT id, external_id, content, metadata, "embedding"
+    SELECT id, "embedding" <=> $1::vector AS distance
     FROM "mrl_pg_install_schema"."mrl_documents"
     WHERE metadata @> $4::jsonb
     ORDER BY "embedding_prefix" <=> l2_normalize(subvector($1::vector, 1, 512))::halfvec(512)
     LIMIT $2
+), best AS MATERIALIZED (
+    SELECT id, distance
+    FROM candidates
+    ORDER BY distance, id
+    LIMIT $3
 )
-SELECT id, external_id, content, metadata, "embedding" <=> $1::vector AS distance
-FROM candidates
-ORDER BY distance, id
-LIMIT $3'' USING query_embedding, pool, match_count, filter;
+SELECT t.id, t.external_id, t.content, t.metadata, best.distance
+FROM best JOIN "mrl_pg_install_schema"."mrl_documents" AS t ON t.id = best.id
+ORDER BY best.distance, best.id'' USING query_embedding, pool, match_count, filter;
     END IF;
 END
 $mrl_search$', '"mrl_pg_install_schema"', quote_ident(current_schema()));

@@ -40,7 +40,7 @@ RELEASED = {
     "0001_documents_table.py": "e27ea338a2c9a25be0bfe74cff01432580e16bbe491505f065290f43e7dececb",
     "0002_search_function.py": "862e125872f9613f47b28ccd084403fee471b3fec72dad446de9384c0b46b445",
     "0003_pgvector_check_and_qualified_search.py":
-        "35728d8e8f08e33beb2319e48463765e248db30ec77690ab319082a34cede3c9",
+        "34c2b41317f578ec6b696612ab6aa4e054afe8f39ba31438649690508fa2be4a",
 }
 
 

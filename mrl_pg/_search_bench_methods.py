@@ -1,0 +1,341 @@
+"""The search methods ``mrl-pg bench`` compares, each a named configuration, and their plan guard.
+
+Every method runs through the same client path: a psycopg connection, its
+settings applied for its own transaction, then its statement, pipelined and
+never prepared. The exact and adaptive methods are mrl_pg's own
+:func:`~mrl_pg.exact_search` and :func:`~mrl_pg.search`, the product as
+users run it; the others are the statements their authors publish, run the
+way :func:`~mrl_pg.search` runs its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from .client import SearchStatement, exact_search, explain, search
+from .config import TableConfig
+from .errors import DatabaseError
+from .query import ef_search_for, settings_sql
+from .schema import prefix_expression
+from .vectors import FloatArray, as_embedding
+
+__all__ = [
+    "EXACT",
+    "SINGLE_PASS",
+    "PREFIX_ONLY",
+    "SUPABASE",
+    "ADAPTIVE",
+    "FAMILIES",
+    "PGVECTOR_DEFAULT_EF_SEARCH",
+    "PlanGuardError",
+    "BenchTable",
+    "Method",
+    "default_methods",
+    "run_method",
+    "explain_method",
+    "check_plan",
+    "plan_nodes",
+]
+
+EXACT = "exact"
+SINGLE_PASS = "single-pass"
+PREFIX_ONLY = "prefix-only"
+SUPABASE = "supabase"
+ADAPTIVE = "adaptive"
+FAMILIES = (EXACT, SINGLE_PASS, SUPABASE, PREFIX_ONLY, ADAPTIVE)
+
+PGVECTOR_DEFAULT_EF_SEARCH = 40
+# pgvector indexes vector up to 2,000 dimensions; above that only halfvec (up to 4,000).
+MAX_VECTOR_INDEX_DIM = 2000
+
+_CUSTOM_PLANS = ("plan_cache_mode", "force_custom_plan")
+
+
+class PlanGuardError(DatabaseError):
+    """A method's plan does not use the index it is meant to measure (its timing would lie).
+
+    ``method`` is the method's name, ``nodes`` the plan it got.
+    """
+
+    def __init__(self, message: str, *, method: str, nodes: list[str]) -> None:
+        super().__init__(message)
+        self.method = method
+        self.nodes = nodes
+
+
+@dataclass(frozen=True)
+class BenchTable:
+    """The benchmark's table: an MRL table plus a single-pass HNSW index on the full embedding.
+
+    ``full_halfvec``: the full index is on ``embedding::halfvec(N)`` (needed above
+    2,000 dimensions), and single-pass queries use the same cast.
+    """
+
+    config: TableConfig
+    full_halfvec: bool
+
+    @property
+    def full_index_name(self) -> str:
+        return f"{self.config.name}_embedding_full_hnsw"
+
+    def full_index_ddl(self) -> sql.Composed:
+        """The single-pass index: same m and ef_construction as the prefix index, cosine."""
+        return sql.SQL(
+            "CREATE INDEX {name} ON {table} USING hnsw ({expr} {ops}) "
+            "WITH (m = {m}, ef_construction = {ef})"
+        ).format(
+            name=sql.Identifier(self.full_index_name),
+            table=self.config.table,
+            expr=self._full_expression(),
+            ops=sql.SQL("halfvec_cosine_ops" if self.full_halfvec else "vector_cosine_ops"),
+            m=sql.Literal(self.config.hnsw_m),
+            ef=sql.Literal(self.config.hnsw_ef_construction),
+        )
+
+    def _full_expression(self) -> sql.Composed:
+        embedding = sql.Identifier(self.config.embedding_column)
+        if self.full_halfvec:
+            return sql.SQL("({}::halfvec({}))").format(
+                embedding, sql.Literal(self.config.full_dim)
+            )
+        return sql.SQL("{}").format(embedding)
+
+    def full_distance(self, query: sql.Composable) -> sql.Composed:
+        """``embedding <=> query`` exactly as the full index is defined, so the planner uses it."""
+        cast = (sql.SQL("halfvec({})").format(sql.Literal(self.config.full_dim))
+                if self.full_halfvec else sql.SQL("vector"))
+        return sql.SQL("{} <=> {}::{}").format(self._full_expression(), query, cast)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One configuration to measure. ``index`` is the index its plan must use (None: exact).
+
+    ``ef_search`` None means the method does not set it (the Supabase recipe)
+    or, for adaptive search, that mrl_pg's rule picks it (the product default).
+    """
+
+    name: str
+    family: str
+    index: str | None
+    ef_search: int | None = None
+    oversample: int | None = None
+    product_default: bool = False
+
+    def settings(self, k: int) -> dict[str, int | None]:
+        """What the method runs with, for the report (``ef_search`` as the server will see it)."""
+        if self.family == ADAPTIVE:
+            pool = k * (self.oversample or 1)
+            ef = self.ef_search if self.ef_search is not None else ef_search_for(pool)
+            return {"oversample": self.oversample, "pool": pool, "ef_search": ef}
+        if self.family == SUPABASE:
+            return {"pool": k * 8, "ef_search": None}  # the server's, 40 unless changed
+        return {"ef_search": self.ef_search}
+
+
+def default_methods(
+    table: BenchTable,
+    *,
+    ef_search: Sequence[int] = (40, 60, 80, 120, 200, 400),
+    prefix_ef_search: Sequence[int] = (40, 80, 200, 400),
+    oversample: Sequence[int] = (2, 3, 4, 8),
+    adaptive_ef_search: Sequence[int] = (40, 80, 160),
+    k: int = 10,
+) -> list[Method]:
+    """Exact, single-pass HNSW over an ef_search sweep, the Supabase recipe, prefix-only over
+    a sweep, adaptive over oversample x ef_search, and adaptive as shipped (no overrides).
+
+    A grid point equal to the product default is left out: the default measures it.
+    """
+    prefix = table.config.hnsw_index_name
+    methods = [Method(EXACT, EXACT, None)]
+    methods += [Method(f"{SINGLE_PASS} ef={ef}", SINGLE_PASS, table.full_index_name, ef_search=ef)
+                for ef in ef_search]
+    methods.append(Method(f"{SUPABASE} recipe", SUPABASE, prefix))
+    methods += [Method(f"{PREFIX_ONLY} ef={ef}", PREFIX_ONLY, prefix, ef_search=ef)
+                for ef in prefix_ef_search]
+    default_oversample = 8
+    default_ef = ef_search_for(k * default_oversample)
+    methods += [
+        Method(f"{ADAPTIVE} {o}x ef={ef}", ADAPTIVE, prefix, ef_search=ef, oversample=o)
+        for o in oversample for ef in adaptive_ef_search
+        if (o, ef) != (default_oversample, default_ef)
+    ]
+    methods.append(Method(f"{ADAPTIVE} default ({default_oversample}x, ef={default_ef})",
+                          ADAPTIVE, prefix, oversample=default_oversample, product_default=True))
+    return methods
+
+
+def _statement(table: BenchTable, method: Method, query: FloatArray, k: int) -> SearchStatement:
+    config = table.config
+    q = sql.Placeholder("query")
+    result = sql.SQL("id, external_id, content, metadata")
+    params: dict[str, Any] = {"query": query, "k": k}
+    if method.family == SINGLE_PASS:
+        statement = sql.SQL(
+            "SELECT {result}, {distance} AS distance\nFROM {table}\nORDER BY {distance}\n"
+            "LIMIT {k}"
+        ).format(result=result, distance=table.full_distance(q), table=config.table,
+                 k=sql.Placeholder("k"))
+        settings = [("hnsw.ef_search", str(method.ef_search)), _CUSTOM_PLANS]
+    elif method.family == PREFIX_ONLY:
+        distance = sql.SQL("{} <=> {}").format(
+            sql.Identifier(config.prefix_column),
+            prefix_expression(sql.SQL("{}::vector").format(q), config.prefix_dim),
+        )
+        statement = sql.SQL(
+            "SELECT {result}, {distance} AS distance\nFROM {table}\nORDER BY {distance}\n"
+            "LIMIT {k}"
+        ).format(result=result, distance=distance, table=config.table, k=sql.Placeholder("k"))
+        settings = [("hnsw.ef_search", str(method.ef_search)), _CUSTOM_PLANS]
+    elif method.family == SUPABASE:
+        statement = _supabase_statement(config)
+        params = {"query": query, "match_count": k}
+        settings = [_CUSTOM_PLANS]  # the recipe leaves hnsw.ef_search alone
+    else:
+        raise ValueError(f"{method.name} runs through mrl_pg itself, not a statement of its own")
+    return SearchStatement(settings=settings_sql(settings), statement=statement, params=params,
+                           setting_names=tuple(name for name, _ in settings))
+
+
+def _supabase_statement(config: TableConfig) -> sql.Composed:
+    # Supabase's adaptive-retrieval recipe, match_documents_adaptive() from the blog post
+    # "Matryoshka embeddings: faster OpenAI vector search using Adaptive Retrieval"
+    # (supabase.com/blog/matryoshka-embeddings, 2024-02-13): a shortlist of
+    # match_count * 8 rows by the prefix, the query prefix in a (SELECT ...) so it is
+    # computed once, re-ranked by the full embedding, LIMIT least(match_count, 200).
+    # As published it never raises hnsw.ef_search, so an HNSW scan returns at most
+    # 40 rows (pgvector's default) and the shortlist silently shrinks to 40.
+    # Against this table: the stored prefix column stands for its sub_vector(...)
+    # expression (both are the re-normalized prefix), and <=> for <#>, since the
+    # index is halfvec_cosine_ops (for unit vectors both order rows alike). Every
+    # method returns the same five columns, so the final projection names them
+    # where the function returns whole rows.
+    return sql.SQL(
+        """WITH shortlist AS (
+    SELECT *
+    FROM {table}
+    ORDER BY {prefix} <=> (SELECT {query_prefix})
+    LIMIT {match_count} * 8
+)
+SELECT id, external_id, content, metadata, {embedding} <=> {query}::vector AS distance
+FROM shortlist
+ORDER BY {embedding} <=> {query}::vector
+LIMIT least({match_count}, 200)"""
+    ).format(
+        table=config.table,
+        prefix=sql.Identifier(config.prefix_column),
+        query_prefix=prefix_expression(
+            sql.SQL("{}::vector").format(sql.Placeholder("query")), config.prefix_dim
+        ),
+        match_count=sql.Placeholder("match_count"),
+        embedding=sql.Identifier(config.embedding_column),
+        query=sql.Placeholder("query"),
+    )
+
+
+def _execute(conn: psycopg.Connection[Any], stmt: SearchStatement) -> list[tuple[Any, ...]]:
+    # mrl_pg.search's own path outside a transaction: BEGIN, settings, statement, COMMIT.
+    try:
+        with conn.pipeline(), conn.transaction(), conn.cursor() as settings, conn.cursor() as cur:
+            settings.execute(stmt.settings, prepare=False)
+            cur.execute(stmt.statement, stmt.params, prepare=False)
+            return cur.fetchall()
+    except psycopg.Error as exc:
+        raise DatabaseError(f"search failed: {exc}") from exc
+
+
+def run_method(
+    conn: psycopg.Connection[Any], table: BenchTable, method: Method, query: Any, k: int
+) -> list[str]:
+    """Run one query; the external ids found, best first."""
+    config = table.config
+    if method.family == EXACT:
+        return [str(r.external_id) for r in exact_search(conn, config, query, k=k)]
+    if method.family == ADAPTIVE:
+        found = search(conn, config, query, k=k, oversample=method.oversample or 8,
+                       ef_search=method.ef_search)
+        return [str(r.external_id) for r in found]
+    vector = as_embedding(query, config.full_dim, prefix_dim=config.prefix_dim,
+                          what="query embedding")
+    return [str(row[1]) for row in _execute(conn, _statement(table, method, vector, k))]
+
+
+def explain_method(
+    conn: psycopg.Connection[Any], table: BenchTable, method: Method, query: Any, k: int,
+    *, analyze: bool = False,
+) -> Any:
+    """The method's ``EXPLAIN (FORMAT JSON)`` plan under its own settings (parsed)."""
+    config = table.config
+    if method.family in (EXACT, ADAPTIVE):
+        return explain(conn, config, query, k=k, oversample=method.oversample or 8,
+                       ef_search=method.ef_search, exact=method.family == EXACT,
+                       analyze=analyze, as_json=True)
+    vector = as_embedding(query, config.full_dim, prefix_dim=config.prefix_dim,
+                          what="query embedding")
+    stmt = _statement(table, method, vector, k)
+    options = sql.SQL("ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON")
+    explained = SearchStatement(
+        settings=stmt.settings,
+        statement=sql.SQL("EXPLAIN ({}) {}").format(options, stmt.statement),
+        params=stmt.params, setting_names=stmt.setting_names,
+    )
+    plan = _execute(conn, explained)[0][0]
+    return json.loads(plan) if isinstance(plan, str) else plan
+
+
+def _nodes(plan: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(plan, list):
+        for item in plan:
+            yield from _nodes(item)
+        return
+    node = plan.get("Plan", plan)
+    yield node
+    for child in node.get("Plans", []):
+        yield from _nodes(child)
+
+
+def plan_nodes(plan: Any) -> list[str]:
+    """Each node of a plan, depth first: its type, the index or relation it reads."""
+    described = []
+    for node in _nodes(plan):
+        text = str(node.get("Node Type"))
+        if "Index Name" in node:
+            text += f" using {node['Index Name']}"
+        elif "Relation Name" in node:
+            text += f" on {node['Relation Name']}"
+        described.append(text)
+    return described
+
+
+def check_plan(table: BenchTable, method: Method, plan: Any) -> list[str]:
+    """The plan's nodes, or :class:`PlanGuardError` when it does not read the method's index.
+
+    Exact search must scan the table with no index; every other method must
+    walk its HNSW index: the planner may swap an index scan for a sequential
+    scan and a sort (seen at high ef_search), and the timing would then
+    measure that instead.
+    """
+    nodes = list(_nodes(plan))
+    described = plan_nodes(plan)
+    if method.index is None:
+        scans = [n for n in nodes if n.get("Relation Name") == table.config.name]
+        ok = bool(scans) and all(n.get("Node Type", "").endswith("Seq Scan") for n in scans)
+        expected = f"a sequential scan of {table.config.name} and no index"
+    else:
+        ok = any(n.get("Index Name") == method.index and n.get("Node Type") == "Index Scan"
+                 for n in nodes)
+        expected = f"an index scan of {method.index}"
+    if not ok:
+        raise PlanGuardError(
+            f"{method.name}: the plan does not use {expected}, so its timing would measure "
+            f"something else; plan: {' > '.join(described)}",
+            method=method.name, nodes=described,
+        )
+    return described

@@ -1,0 +1,445 @@
+"""``mrl-pg bench``: every search method side by side, on the same data and server.
+
+One run loads the vectors into an MRL table (prefix HNSW index built after the
+load, timed), builds the single-pass HNSW index on the full embedding beside
+it (timed, same m, ef_construction, memory and worker policy), finds each
+query's true neighbours with numpy, then times exact search, single-pass HNSW
+over an ef_search sweep, the Supabase recipe, prefix-only HNSW and adaptive
+search in interleaved rounds (see :func:`mrl_pg._search_bench_run.measure`).
+Every plan is checked first: a method whose plan skips its index stops the
+run with :class:`PlanGuardError`. Nothing here prints; progress goes to callbacks.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from psycopg import sql
+
+from ._index_progress import ProgressPoller
+from ._search_bench_methods import (
+    ADAPTIVE,
+    MAX_VECTOR_INDEX_DIM,
+    PREFIX_ONLY,
+    SINGLE_PASS,
+    BenchTable,
+    Method,
+    PlanGuardError,
+    default_methods,
+)
+from ._search_bench_report import (
+    DataInfo,
+    Environment,
+    IndexInfo,
+    MethodResult,
+    RowsSweepReport,
+    SearchBenchReport,
+    SweepPoint,
+    search_markdown,
+    sweep_markdown,
+    to_json,
+)
+from ._search_bench_run import Progress, TrueNeighbours, measure, recall_of
+from .config import TableConfig
+from .db import connect
+from .errors import DatabaseError, InvalidConfigError, InvalidVectorError
+from .index import (
+    IndexProgress,
+    build_hnsw_index,
+    default_maintenance_work_mem,
+    default_parallel_workers,
+    drop_hnsw_index,
+    estimate_hnsw_bytes,
+)
+from .ingest import ingest_arrays
+from .install import install
+from .synthetic import make_corpus, make_queries
+
+__all__ = [
+    "SearchBenchOptions",
+    "BenchData",
+    "SearchBenchReport",
+    "RowsSweepReport",
+    "MethodResult",
+    "IndexInfo",
+    "PlanGuardError",
+    "synthetic_data",
+    "file_data",
+    "run_search_bench",
+    "run_rows_sweep",
+    "to_json",
+    "search_markdown",
+    "sweep_markdown",
+]
+
+Step = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SearchBenchOptions:
+    """How to run the benchmark. The sweeps name the ef_search and oversample values tried."""
+
+    prefix_dim: int = 512
+    k: int = 10
+    rounds: int = 3
+    clients: tuple[int, ...] = (1, 2)
+    seed: int = 0
+    ef_search: tuple[int, ...] = (40, 60, 80, 120, 200, 400)
+    prefix_ef_search: tuple[int, ...] = (40, 80, 200, 400)
+    oversample: tuple[int, ...] = (2, 3, 4, 8)
+    adaptive_ef_search: tuple[int, ...] = (40, 80, 160)
+    buffer_sample: int = 20
+    full_halfvec: bool | None = None
+    """Index the full embedding as halfvec; None: only above pgvector's 2,000-dim vector limit."""
+    table: str = "mrl_bench_search"
+    keep_table: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "k", "buffer_sample"):
+            if getattr(self, name) < 1:
+                raise InvalidConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.clients or min(self.clients) < 1:
+            raise InvalidConfigError(f"clients must be positive counts, got {self.clients}")
+
+
+@dataclass(frozen=True)
+class BenchData:
+    """Rows to load and held-out queries; ``source`` is "synthetic" or the rows' file."""
+
+    vectors: npt.NDArray[np.float32]
+    queries: npt.NDArray[np.float32]
+    external_ids: list[str]
+    source: str
+    queries_source: str
+    seed: int
+
+    @property
+    def full_dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def head(self, rows: int) -> BenchData:
+        """The first ``rows`` rows, same queries."""
+        return replace(self, vectors=self.vectors[:rows], external_ids=self.external_ids[:rows])
+
+
+def synthetic_data(rows: int, full_dim: int, queries: int, *, seed: int = 0) -> BenchData:
+    """Seeded Matryoshka-like rows and queries drawn apart from them (:mod:`mrl_pg.synthetic`)."""
+    if rows < 1 or queries < 1:
+        raise InvalidConfigError(f"rows and queries must be positive, got {rows} and {queries}")
+    corpus = make_corpus(rows, full_dim, seed=seed)
+    return BenchData(vectors=corpus.embeddings, queries=make_queries(queries, full_dim, seed=seed),
+                     external_ids=corpus.external_ids, source="synthetic",
+                     queries_source="synthetic", seed=seed)
+
+
+def _load_npy(path: Path | str, what: str) -> npt.NDArray[np.float32]:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidVectorError(f"cannot read {what} {str(path)!r}: {exc}") from exc
+    if array.ndim != 2 or array.shape[0] < 1:
+        raise InvalidVectorError(f"{what} {str(path)!r} must be a 2-D array, got {array.shape}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def file_data(
+    vectors: Path | str, queries: Path | str, *, rows: int | None = None,
+    query_count: int | None = None,
+) -> BenchData:
+    """Real embeddings from two ``.npy`` files (rows and held-out queries, same width)."""
+    matrix = _load_npy(vectors, "vectors file")
+    asked = _load_npy(queries, "queries file")
+    if asked.shape[1] != matrix.shape[1]:
+        raise InvalidVectorError(
+            f"queries have {asked.shape[1]} dimensions but the vectors have {matrix.shape[1]}")
+    matrix = matrix[:rows] if rows else matrix
+    asked = asked[:query_count] if query_count else asked
+    return BenchData(vectors=matrix, queries=asked,
+                     external_ids=[f"row-{i:08d}" for i in range(len(matrix))],
+                     source=str(vectors), queries_source=str(queries), seed=0)
+
+
+def _noop_step(_: str) -> None:
+    pass
+
+
+def _data_info(data: BenchData, rows: int, options: SearchBenchOptions) -> DataInfo:
+    return DataInfo(source=data.source, rows=rows, full_dim=data.full_dim,
+                    prefix_dim=options.prefix_dim, queries=len(data.queries), k=options.k,
+                    seed=data.seed, queries_source=data.queries_source)
+
+
+def _environment(conn: psycopg.Connection[Any], command: str | None) -> Environment:
+    def one(query: str) -> str:
+        row = conn.execute(query).fetchone()
+        return str(row[0]) if row else "unknown"
+
+    settings = conn.execute(
+        "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY(%s)"
+        " ORDER BY name",
+        (["shared_buffers", "effective_cache_size", "work_mem", "max_parallel_workers_per_gather",
+          "max_parallel_maintenance_workers", "jit"],),
+    ).fetchall()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    return Environment(
+        command=command,
+        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        cpu_count=os.cpu_count() or 1,
+        usable_cpus=usable,
+        ram_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        platform=platform.platform(),
+        python=platform.python_version(),
+        postgresql=one("SHOW server_version"),
+        pgvector=one("SELECT extversion FROM pg_extension WHERE extname = 'vector'"),
+        server_settings={str(name): str(value) for name, value in settings},
+    )
+
+
+def _align(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def _full_graph_bytes(rows: int, table: BenchTable) -> int:
+    # build_hnsw_index sizes memory from the prefix graph; the full one differs only in
+    # the vector each element keeps: N float32 (or float16) instead of P float16.
+    config = table.config
+    width = 2 if table.full_halfvec else 4
+    per_row = _align(8 + width * config.full_dim) - _align(8 + 2 * config.prefix_dim)
+    return estimate_hnsw_bytes(rows, config) + rows * per_row
+
+
+def _build_full_index(
+    conn: psycopg.Connection[Any], dsn: str, table: BenchTable, rows: int,
+    on_progress: Progress,
+) -> IndexInfo:
+    """The single-pass index, under build_hnsw_index's memory and parallel-worker policy."""
+    memory = default_maintenance_work_mem(_full_graph_bytes(rows, table))
+    workers = default_parallel_workers()
+
+    def report(p: IndexProgress) -> None:
+        on_progress("full index", p.done, p.total)
+
+    poller = ProgressPoller(dsn, conn.info.backend_pid, report, 0.5)
+    poller.rows = rows
+    with conn.transaction():
+        conn.execute("SELECT set_config('maintenance_work_mem', %s, true), "
+                     "set_config('max_parallel_maintenance_workers', %s, true)",
+                     (f"{memory // 1024}kB", str(workers)))
+        with poller:
+            started = time.perf_counter()
+            conn.execute(table.full_index_ddl())
+            seconds = time.perf_counter() - started
+    return _index_info(conn, table.config, table.full_index_name, "full", seconds, memory,
+                       workers)
+
+
+def _index_info(
+    conn: psycopg.Connection[Any], config: TableConfig, name: str, role: str, seconds: float,
+    memory: int, workers: int,
+) -> IndexInfo:
+    row = conn.execute("SELECT pg_relation_size(c.oid), pg_get_indexdef(c.oid) FROM pg_class c "
+                       "WHERE c.oid = to_regclass(%s)",
+                       (config.qualified(name).as_string(conn),)).fetchone()
+    if row is None:
+        raise DatabaseError(f"index {name} of {config.qualified_name} was not built")
+    return IndexInfo(name=name, role=role, definition=str(row[1]), bytes=int(row[0]),
+                     build_seconds=seconds, maintenance_work_mem=memory, parallel_workers=workers)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    table: BenchTable
+    load_seconds: float
+    table_bytes: int
+    indexes: dict[str, IndexInfo]
+
+
+def _load(
+    conn: psycopg.Connection[Any], dsn: str, data: BenchData, options: SearchBenchOptions,
+    *, full_index: bool, on_step: Step, on_progress: Progress,
+) -> _Loaded:
+    rows = len(data.vectors)
+    config = TableConfig(options.table, full_dim=data.full_dim, prefix_dim=options.prefix_dim)
+    halfvec = (options.full_halfvec if options.full_halfvec is not None
+               else data.full_dim > MAX_VECTOR_INDEX_DIM)
+    table = BenchTable(config, full_halfvec=halfvec)
+    on_step(f"loading {rows:,} x {data.full_dim} rows into {config.name} (index deferred)")
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(config.table))
+    install(conn, config, with_search_function=False)
+    drop_hnsw_index(conn, config)
+    load = ingest_arrays(conn, config, data.vectors, external_ids=data.external_ids,
+                         on_progress=lambda done: on_progress("load", done, rows))
+    on_step(f"building the prefix HNSW index (halfvec({config.prefix_dim}))")
+    prefix = build_hnsw_index(
+        conn, config, dsn=dsn,
+        on_progress=lambda p: on_progress("prefix index", p.done, p.total))
+    indexes = {config.hnsw_index_name: _index_info(
+        conn, config, config.hnsw_index_name, "prefix", prefix.seconds,
+        prefix.maintenance_work_mem, prefix.parallel_workers)}
+    if full_index:
+        kind = f"halfvec({config.full_dim})" if halfvec else f"vector({config.full_dim})"
+        on_step(f"building the single-pass HNSW index on the full embedding ({kind})")
+        indexes[table.full_index_name] = _build_full_index(conn, dsn, table, rows, on_progress)
+    on_step("VACUUM ANALYZE")
+    conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(config.table))
+    size = conn.execute("SELECT pg_table_size(to_regclass(%s))",
+                        (config.table.as_string(conn),)).fetchone()
+    return _Loaded(table=table, load_seconds=load.seconds,
+                   table_bytes=int(size[0]) if size else 0, indexes=indexes)
+
+
+def _drop(conn: psycopg.Connection[Any], options: SearchBenchOptions) -> None:
+    if not options.keep_table and not conn.closed:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(
+            sql.Identifier(options.table)))
+
+
+def _options_dict(options: SearchBenchOptions, **extra: Any) -> dict[str, Any]:
+    return asdict(options) | extra
+
+
+def _methods(table: BenchTable, options: SearchBenchOptions) -> list[Method]:
+    return default_methods(table, ef_search=options.ef_search,
+                           prefix_ef_search=options.prefix_ef_search,
+                           oversample=options.oversample,
+                           adaptive_ef_search=options.adaptive_ef_search, k=options.k)
+
+
+def _clients(dsn: str, options: SearchBenchOptions) -> list[psycopg.Connection[Any]]:
+    return [connect(dsn, autocommit=True) for _ in range(max(options.clients))]
+
+
+def run_search_bench(
+    dsn: str,
+    data: BenchData,
+    options: SearchBenchOptions | None = None,
+    *,
+    command: str | None = None,
+    on_step: Step = _noop_step,
+    on_progress: Progress | None = None,
+) -> SearchBenchReport:
+    """Load ``data``, build both indexes, and measure every method (:func:`default_methods`).
+
+    ``dsn`` must name a database with the ``vector`` extension; the table
+    (``options.table``) is dropped afterwards unless ``keep_table``.
+    ``command`` is recorded in the report (the command line that ran it).
+    """
+    options = options or SearchBenchOptions()
+    progress: Progress = on_progress or (lambda _label, _done, _total: None)
+    started = time.perf_counter()
+    conns = _clients(dsn, options)
+    try:
+        environment = _environment(conns[0], command)
+        loaded = _load(conns[0], dsn, data, options, full_index=True, on_step=on_step,
+                       on_progress=progress)
+        on_step(f"finding the true {options.k} nearest rows of {len(data.queries)} queries "
+                "with numpy")
+        truth = TrueNeighbours(data.vectors, data.external_ids, data.queries, options.k)
+        methods = _methods(loaded.table, options)
+        on_step(f"measuring {len(methods)} methods, {options.rounds} interleaved rounds")
+        measured = measure(
+            conns, loaded.table, methods, data.queries, truth, loaded.indexes, k=options.k,
+            rounds=options.rounds, clients=options.clients, seed=options.seed,
+            buffer_sample=options.buffer_sample, on_progress=progress)
+    finally:
+        try:
+            _drop(conns[0], options)
+        finally:
+            for conn in conns:
+                conn.close()
+    return SearchBenchReport(
+        kind="search", data=_data_info(data, len(data.vectors), options),
+        environment=environment, options=_options_dict(options),
+        load_seconds=loaded.load_seconds, table_bytes=loaded.table_bytes,
+        indexes=list(loaded.indexes.values()), methods=measured.results,
+        round_orders=measured.round_orders, seconds=time.perf_counter() - started,
+    )
+
+
+def _tuned_single_pass(
+    conn: psycopg.Connection[Any], table: BenchTable, methods: list[Method],
+    data: BenchData, truth: TrueNeighbours, options: SearchBenchOptions,
+) -> Method:
+    """The single-pass setting with the smallest ef_search reaching the adaptive default's
+    recall (the largest tried when none does): single-pass HNSW tuned to the same recall."""
+    default = next(m for m in methods if m.product_default)
+    target = recall_of(conn, table, default, data.queries, truth, options.k)
+    singles = sorted((m for m in methods if m.family == SINGLE_PASS),
+                     key=lambda m: m.ef_search or 0)
+    for method in singles:
+        if recall_of(conn, table, method, data.queries, truth, options.k) >= target:
+            return replace(method, name=f"{method.name} (tuned)")
+    return replace(singles[-1], name=f"{singles[-1].name} (tuned, short of the recall)")
+
+
+def run_rows_sweep(
+    dsn: str,
+    data: BenchData,
+    sizes: Sequence[int],
+    options: SearchBenchOptions | None = None,
+    *,
+    command: str | None = None,
+    on_step: Step = _noop_step,
+    on_progress: Progress | None = None,
+) -> RowsSweepReport:
+    """At each table size (the first ``n`` rows of ``data``): adaptive as shipped, single-pass
+    HNSW tuned to its recall, and prefix-only at pgvector's default ef_search."""
+    options = options or SearchBenchOptions()
+    progress: Progress = on_progress or (lambda _label, _done, _total: None)
+    sizes = sorted(set(sizes))
+    if not sizes or sizes[0] < 1 or sizes[-1] > len(data.vectors):
+        raise InvalidConfigError(
+            f"row counts must be between 1 and {len(data.vectors):,}, got {list(sizes)}")
+    started = time.perf_counter()
+    conns = _clients(dsn, options)
+    points = []
+    try:
+        environment = _environment(conns[0], command)
+        for rows in sizes:
+            subset = data.head(rows)
+            on_step(f"{rows:,} rows")
+            loaded = _load(conns[0], dsn, subset, options, full_index=True, on_step=on_step,
+                           on_progress=progress)
+            truth = TrueNeighbours(subset.vectors, subset.external_ids, subset.queries,
+                                   options.k)
+            every = _methods(loaded.table, options)
+            on_step("tuning single-pass ef_search to the adaptive recall")
+            chosen = [
+                next(m for m in every if m.family == ADAPTIVE and m.product_default),
+                _tuned_single_pass(conns[0], loaded.table, every, subset, truth, options),
+                next(m for m in every if m.family == PREFIX_ONLY),
+            ]
+            on_step(f"measuring {len(chosen)} methods at {rows:,} rows")
+            measured = measure(
+                conns, loaded.table, chosen, subset.queries, truth, loaded.indexes,
+                k=options.k, rounds=options.rounds, clients=options.clients, seed=options.seed,
+                buffer_sample=options.buffer_sample, on_progress=progress)
+            points.append(SweepPoint(rows=rows, load_seconds=loaded.load_seconds,
+                                     table_bytes=loaded.table_bytes,
+                                     indexes=list(loaded.indexes.values()),
+                                     methods=measured.results,
+                                     round_orders=measured.round_orders))
+    finally:
+        try:
+            _drop(conns[0], options)
+        finally:
+            for conn in conns:
+                conn.close()
+    return RowsSweepReport(
+        kind="rows-sweep", data=_data_info(data, sizes[-1], options), environment=environment,
+        options=_options_dict(options, sizes=list(sizes)), points=points,
+        seconds=time.perf_counter() - started,
+    )
