@@ -41,6 +41,7 @@ __all__ = [
     "explain_method",
     "check_plan",
     "plan_nodes",
+    "plan_tree",
 ]
 
 EXACT = "exact"
@@ -290,21 +291,22 @@ def explain_method(
     return json.loads(plan) if isinstance(plan, str) else plan
 
 
-def _nodes(plan: Any) -> Iterator[dict[str, Any]]:
+def plan_tree(plan: Any) -> Iterator[dict[str, Any]]:
+    """Every node of an ``EXPLAIN (FORMAT JSON)`` plan, depth first."""
     if isinstance(plan, list):
         for item in plan:
-            yield from _nodes(item)
+            yield from plan_tree(item)
         return
     node = plan.get("Plan", plan)
     yield node
     for child in node.get("Plans", []):
-        yield from _nodes(child)
+        yield from plan_tree(child)
 
 
 def plan_nodes(plan: Any) -> list[str]:
     """Each node of a plan, depth first: its type, the index or relation it reads."""
     described = []
-    for node in _nodes(plan):
+    for node in plan_tree(plan):
         text = str(node.get("Node Type"))
         if "Index Name" in node:
             text += f" using {node['Index Name']}"
@@ -322,7 +324,7 @@ def check_plan(table: BenchTable, method: Method, plan: Any) -> list[str]:
     scan and a sort (seen at high ef_search), and the timing would then
     measure that instead.
     """
-    nodes = list(_nodes(plan))
+    nodes = list(plan_tree(plan))
     described = plan_nodes(plan)
     if method.index is None:
         scans = [n for n in nodes if n.get("Relation Name") == table.config.name]
@@ -333,9 +335,11 @@ def check_plan(table: BenchTable, method: Method, plan: Any) -> list[str]:
                  for n in nodes)
         expected = f"an index scan of {method.index}"
     if not ok:
+        hint = ("; on a small table the planner prefers a scan at high ef_search: "
+                "sweep smaller values" if method.ef_search is not None else "")
         raise PlanGuardError(
             f"{method.name}: the plan does not use {expected}, so its timing would measure "
-            f"something else; plan: {' > '.join(described)}",
+            f"something else; plan: {' > '.join(described)}{hint}",
             method=method.name, nodes=described,
         )
     return described

@@ -99,7 +99,8 @@ def plot_sweep(report: RowsSweepReport, path: Path | str, *, clients: int = 1) -
     for i, family in enumerate(names):
         colour, marker = _STYLE.get(family, ("tab:purple", "o"))
         series = [p.methods[i] for p in report.points]
-        label = series[-1].name
+        names_here = {m.name for m in series}
+        label = series[0].name if len(names_here) == 1 else f"{family} (tuned at each size)"
         qps_ax.plot(rows, [m.qps.get(clients, 0.0) for m in series], color=colour,
                     marker=marker, label=label)
         buf_ax.plot(rows, [m.buffers_per_query for m in series], color=colour, marker=marker,

@@ -52,6 +52,9 @@ class Environment:
     postgresql: str
     pgvector: str
     server_settings: dict[str, str]
+    load_average_start: list[float]
+    """The machine's 1, 5 and 15 minute load averages as the run began: other work skews QPS."""
+    load_average_end: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class MethodResult:
     settings: dict[str, int | None]
     product_default: bool
     index: str | None
+    index_role: str | None
     index_bytes: int
     index_build_seconds: float
     plan_nodes: list[str]
@@ -91,6 +95,8 @@ class MethodResult:
     buffers_hit: float
     buffers_read: float
     buffers_per_query: float
+    index_rows: float
+    """Rows the method's HNSW scan returned per query (its real candidate pool)."""
     buffer_sample: int
 
 
@@ -189,8 +195,13 @@ def _header(data: DataInfo, env: Environment, rounds: int) -> list[str]:
         "",
         f"PostgreSQL {env.postgresql}, pgvector {env.pgvector}; {env.usable_cpus} cores, "
         f"{env.ram_bytes / 2**30:.1f} GiB RAM; {rounds} interleaved rounds, median QPS; "
-        f"recall@{data.k} against numpy brute force",
+        f"recall@{data.k} against numpy brute force; load average "
+        f"{_load(env.load_average_start)} at the start, {_load(env.load_average_end)} at the end",
     ]
+
+
+def _load(values: list[float]) -> str:
+    return f"{values[0]:.1f}" if values else "unknown"
 
 
 def _client_counts(methods: list[MethodResult]) -> list[int]:
@@ -201,14 +212,16 @@ def _method_table(methods: list[MethodResult], k: int) -> list[str]:
     clients = _client_counts(methods)
     head = (["method", f"recall@{k}"]
             + [f"QPS {c} client{'s' if c > 1 else ''}" for c in clients]
-            + ["p50 ms", "p99 ms", "buffers/query", "index", "index size", "build s"])
+            + ["p50 ms", "p99 ms", "buffers/query", "HNSW rows/query", "index", "index size",
+               "build s"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in methods:
         cells = [m.name + (" **(mrl_pg default)**" if m.product_default else ""),
                  f"{m.recall:.3f}"]
         cells += [f"{m.qps[c]:,.1f}" if c in m.qps else "" for c in clients]
         cells += [f"{m.p50_ms:.2f}", f"{m.p99_ms:.2f}", f"{m.buffers_per_query:,.0f}",
-                  m.index or "(none: seq scan)",
+                  f"{m.index_rows:,.0f}" if m.index else "",
+                  f"{m.index_role} HNSW" if m.index else "none (seq scan)",
                   _mb(m.index_bytes) if m.index else "",
                   f"{m.index_build_seconds:.1f}" if m.index else ""]
         lines.append("| " + " | ".join(cells) + " |")
@@ -244,7 +257,7 @@ def search_markdown(report: SearchBenchReport) -> str:
     lines += _equal_recall_lines(report.methods, report.data.k)
     lines += [""] + [
         f"- {i.role} index `{i.name}`: {_mb(i.bytes)}, built in {i.build_seconds:.1f} s "
-        f"({i.parallel_workers} parallel workers, maintenance_work_mem "
+        f"(max_parallel_maintenance_workers {i.parallel_workers}, maintenance_work_mem "
         f"{_mb(i.maintenance_work_mem)})"
         for i in report.indexes
     ]

@@ -14,7 +14,14 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
-from ._search_bench_methods import BenchTable, Method, check_plan, explain_method, run_method
+from ._search_bench_methods import (
+    BenchTable,
+    Method,
+    check_plan,
+    explain_method,
+    plan_tree,
+    run_method,
+)
 from ._search_bench_report import IndexInfo, MethodResult
 
 __all__ = ["Progress", "TrueNeighbours", "Measurement", "measure", "recall_of"]
@@ -82,13 +89,14 @@ def _single_pass(
     conn: psycopg.Connection[Any], table: BenchTable, method: Method,
     queries: npt.NDArray[np.float32], k: int, truth: TrueNeighbours, tally: _Tally,
 ) -> None:
+    found = []
     started = time.perf_counter()
-    for i, query in enumerate(queries):
+    for query in queries:
         t0 = time.perf_counter()
-        found = run_method(conn, table, method, query, k)
+        found.append(run_method(conn, table, method, query, k))
         tally.latencies.append(time.perf_counter() - t0)
-        tally.recalls.append(truth.recall(i, found))
     tally.qps.setdefault(1, []).append(len(queries) / (time.perf_counter() - started))
+    tally.recalls.extend(truth.recall(i, ids) for i, ids in enumerate(found))  # after the clock
 
 
 def _clients_pass(
@@ -124,17 +132,22 @@ def recall_of(
                           for i, q in enumerate(queries)]))
 
 
-def _buffers(
+def _sample(
     conn: psycopg.Connection[Any], table: BenchTable, method: Method,
     queries: npt.NDArray[np.float32], k: int,
-) -> tuple[float, float]:
-    hits, reads = [], []
+) -> tuple[float, float, float]:
+    """Mean shared buffers hit and read per query, and rows the method's index scan returned."""
+    hits, reads, index_rows = [], [], []
     for query in queries:
         plan = explain_method(conn, table, method, query, k, analyze=True)
         top = plan[0]["Plan"]  # a node's buffers include its children's and subplans'
         hits.append(float(top.get("Shared Hit Blocks", 0)))
         reads.append(float(top.get("Shared Read Blocks", 0)))
-    return float(np.mean(hits)), float(np.mean(reads))
+        index_rows.append(sum(
+            float(n.get("Actual Rows", 0)) * float(n.get("Actual Loops", 1))
+            for n in plan_tree(plan) if method.index and n.get("Index Name") == method.index
+        ))
+    return float(np.mean(hits)), float(np.mean(reads)), float(np.mean(index_rows))
 
 
 def _percentile_ms(seconds: list[float], q: float) -> float:
@@ -196,12 +209,13 @@ def measure(
     sample = queries[:buffer_sample]
     for done, method in enumerate(methods):
         progress("buffers", done, len(methods))
-        hit, read = _buffers(main, table, method, sample, k)
+        hit, read, index_rows = _sample(main, table, method, sample, k)
         tally = tallies[method.name]
         index = indexes.get(method.index) if method.index else None
         results.append(MethodResult(
             name=method.name, family=method.family, settings=method.settings(k),
             product_default=method.product_default, index=method.index,
+            index_role=index.role if index else None,
             index_bytes=index.bytes if index else 0,
             index_build_seconds=index.build_seconds if index else 0.0,
             plan_nodes=plans[method.name],
@@ -212,7 +226,7 @@ def measure(
             p99_ms=_percentile_ms(tally.latencies, 99),
             mean_ms=float(np.mean(tally.latencies) * 1000),
             buffers_hit=hit, buffers_read=read, buffers_per_query=hit + read,
-            buffer_sample=len(sample),
+            index_rows=index_rows, buffer_sample=len(sample),
         ))
     progress("buffers", len(methods), len(methods))
     return Measurement(results=results, round_orders=orders)

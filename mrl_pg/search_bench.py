@@ -12,6 +12,7 @@ run with :class:`PlanGuardError`. Nothing here prints; progress goes to callback
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -63,6 +64,7 @@ from .index import (
 )
 from .ingest import ingest_arrays
 from .install import install
+from .query import MAX_EF_SEARCH
 from .synthetic import make_corpus, make_queries
 
 __all__ = [
@@ -110,6 +112,15 @@ class SearchBenchOptions:
                 raise InvalidConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.clients or min(self.clients) < 1:
             raise InvalidConfigError(f"clients must be positive counts, got {self.clients}")
+        for name in ("ef_search", "prefix_ef_search", "adaptive_ef_search", "oversample"):
+            values = getattr(self, name)
+            if not values or min(values) < 1:
+                raise InvalidConfigError(f"{name} must be positive values, got {values}")
+        for name in ("ef_search", "prefix_ef_search", "adaptive_ef_search"):
+            if max(getattr(self, name)) > MAX_EF_SEARCH:
+                raise InvalidConfigError(
+                    f"{name} values must be at most {MAX_EF_SEARCH} (pgvector's limit), "
+                    f"got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -205,7 +216,15 @@ def _environment(conn: psycopg.Connection[Any], command: str | None) -> Environm
         postgresql=one("SHOW server_version"),
         pgvector=one("SELECT extversion FROM pg_extension WHERE extname = 'vector'"),
         server_settings={str(name): str(value) for name, value in settings},
+        load_average_start=_load_average(),
     )
+
+
+def _load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
 
 
 def _align(n: int) -> int:
@@ -302,9 +321,12 @@ def _load(
 
 
 def _drop(conn: psycopg.Connection[Any], options: SearchBenchOptions) -> None:
+    # Best effort: a failed drop must not hide the error that ended the run, and the
+    # next run drops the table before loading anyway.
     if not options.keep_table and not conn.closed:
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(
-            sql.Identifier(options.table)))
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(
+                sql.Identifier(options.table)))
 
 
 def _options_dict(options: SearchBenchOptions, **extra: Any) -> dict[str, Any]:
@@ -362,7 +384,8 @@ def run_search_bench(
                 conn.close()
     return SearchBenchReport(
         kind="search", data=_data_info(data, len(data.vectors), options),
-        environment=environment, options=_options_dict(options),
+        environment=replace(environment, load_average_end=_load_average()),
+        options=_options_dict(options),
         load_seconds=loaded.load_seconds, table_bytes=loaded.table_bytes,
         indexes=list(loaded.indexes.values()), methods=measured.results,
         round_orders=measured.round_orders, seconds=time.perf_counter() - started,
@@ -376,11 +399,11 @@ def _tuned_single_pass(
     """The single-pass setting with the smallest ef_search reaching the adaptive default's
     recall (the largest tried when none does): single-pass HNSW tuned to the same recall."""
     default = next(m for m in methods if m.product_default)
-    target = recall_of(conn, table, default, data.queries, truth, options.k)
+    target = recall_of(conn, table, default, data.queries, options.k, truth)
     singles = sorted((m for m in methods if m.family == SINGLE_PASS),
                      key=lambda m: m.ef_search or 0)
     for method in singles:
-        if recall_of(conn, table, method, data.queries, truth, options.k) >= target:
+        if recall_of(conn, table, method, data.queries, options.k, truth) >= target:
             return replace(method, name=f"{method.name} (tuned)")
     return replace(singles[-1], name=f"{singles[-1].name} (tuned, short of the recall)")
 
@@ -439,7 +462,8 @@ def run_rows_sweep(
             for conn in conns:
                 conn.close()
     return RowsSweepReport(
-        kind="rows-sweep", data=_data_info(data, sizes[-1], options), environment=environment,
+        kind="rows-sweep", data=_data_info(data, sizes[-1], options),
+        environment=replace(environment, load_average_end=_load_average()),
         options=_options_dict(options, sizes=list(sizes)), points=points,
         seconds=time.perf_counter() - started,
     )

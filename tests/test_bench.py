@@ -17,7 +17,7 @@ from mrl_pg.cli._app import cli
 
 def test_bench_reports_load_ratio_and_index_build_times(fresh_database):
     result = CliRunner().invoke(
-        cli, ["bench", "--dsn", fresh_database, "--rows", "2000", "--index-rows", "1000,2000"]
+        cli, ["bench-load", "--dsn", fresh_database, "--rows", "2000", "--index-rows", "1000,2000"]
     )
     assert result.exit_code == 0, result.output
     out = result.stdout

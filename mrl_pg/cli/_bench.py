@@ -1,23 +1,197 @@
-"""``mrl-pg bench``: measured load and index-build throughput on this machine."""
+"""``mrl-pg bench``: every search method side by side; ``mrl-pg bench-load``: load rates."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
 
 import click
 
 from ..bench import bench_index, bench_load
 from ..db import connect
 from ..migrate import upgrade
+from ..search_bench import (
+    BenchData,
+    RowsSweepReport,
+    SearchBenchOptions,
+    SearchBenchReport,
+    file_data,
+    run_rows_sweep,
+    run_search_bench,
+    search_markdown,
+    sweep_markdown,
+    synthetic_data,
+    to_json,
+)
 from ._app import dsn_option
+from ._progress import progress_bar
+
+
+def _counts(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}",
+                                 param_hint=option) from None
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"expected positive integers, got {text!r}", param_hint=option)
+    return values
+
+
+def _command_line(ctx: click.Context) -> str:
+    # Rebuilt from the parsed options (every value, defaults included), without the DSN,
+    # which may hold a password.
+    parts = ["mrl-pg", ctx.info_name or "bench"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if not isinstance(param, click.Option) or param.name == "dsn" or value in (None, False):
+            continue
+        parts.append(param.opts[0] if value is True else f"{param.opts[0]} {value}")
+    return " ".join(parts)
+
+
+class _Progress:
+    """Elapsed-time step lines and one progress bar per phase, all on stderr."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.bars: dict[str, Any] = {}
+
+    def step(self, label: str) -> None:
+        self.close()
+        click.echo(f"{time.perf_counter() - self.started:7.1f}s  {label}", err=True)
+
+    def progress(self, label: str, done: int, total: int | None) -> None:
+        bar = self.bars.get(label)
+        if bar is None:
+            unit = {"load": "rows"}.get(label, "tuples" if "index" in label else "steps")
+            bar = self.bars[label] = progress_bar(total, label, unit=unit)
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+def _write(out: Path, report: SearchBenchReport | RowsSweepReport, markdown: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(to_json(report) + "\n")
+    (out / "bench.md").write_text(markdown)
+    try:
+        from .._search_bench_plot import plot_search, plot_sweep
+
+        if isinstance(report, SearchBenchReport):
+            plot_search(report, out / "bench.png")
+        else:
+            plot_sweep(report, out / "bench.png")
+    except ImportError:
+        click.echo("note: matplotlib is not installed, so bench.png was skipped "
+                   "(pip install 'mrl_pg[bench]')", err=True)
+        return
+    click.echo(f"wrote {out / 'bench.json'}, {out / 'bench.md'} and {out / 'bench.png'}",
+               err=True)
 
 
 @click.command()
+@dsn_option
+@click.option("--rows", default=None, metavar="N[,N...]",
+              help="Rows to load (default 100000, or every row of --vectors); several "
+                   "comma-separated sizes run the growth sweep instead (adaptive default, "
+                   "single-pass tuned to its recall, prefix-only at each size).")
+@click.option("--queries", "query_count", type=int, default=200, show_default=True,
+              help="Queries to time: drawn apart from the synthetic rows, or the first N "
+                   "of --queries-file (which must not repeat rows of --vectors).")
+@click.option("--dim", "full_dim", type=int, default=1536, show_default=True,
+              help="Width of the synthetic vectors (1536 or 3072 like OpenAI's models; "
+                   "above 2000 the single-pass index is on halfvec).")
+@click.option("--prefix-dim", type=int, default=512, show_default=True,
+              help="Prefix dimension of the MRL table's HNSW index.")
+@click.option("--vectors", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Real embeddings to load instead: an (n, dim) .npy file.")
+@click.option("--queries-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Query embeddings for --vectors: an (m, dim) .npy file.")
+@click.option("--rounds", type=int, default=3, show_default=True,
+              help="Interleaved rounds; every method runs once per round, QPS is the median.")
+@click.option("--clients", default="1,2", show_default=True,
+              help="Client counts to measure QPS with (one connection and thread each).")
+@click.option("--ef-search", default="40,60,80,120,200,400", show_default=True,
+              help="hnsw.ef_search values for single-pass HNSW on the full embedding.")
+@click.option("--prefix-ef-search", default="40,80,200,400", show_default=True,
+              help="hnsw.ef_search values for prefix-only HNSW.")
+@click.option("--oversample", default="2,3,4,8", show_default=True,
+              help="Oversample values for the adaptive grid.")
+@click.option("--adaptive-ef-search", default="40,80,160", show_default=True,
+              help="ef_search values for the adaptive grid (besides mrl_pg's own rule).")
+@click.option("--buffer-sample", type=int, default=20, show_default=True,
+              help="Queries run under EXPLAIN (ANALYZE, BUFFERS) per method.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory for bench.json, bench.md and bench.png.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the synthetic data and of the round order.")
+@click.option("--keep-table", is_flag=True, help="Keep the benchmark table afterwards.")
+def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_dim: int,
+          vectors: Path | None, queries_file: Path | None, rounds: int, clients: str,
+          ef_search: str, prefix_ef_search: str, oversample: str, adaptive_ef_search: str,
+          buffer_sample: int, out: Path | None, seed: int, keep_table: bool) -> None:
+    """Compare exact, single-pass HNSW, the Supabase recipe, prefix-only and adaptive search
+    side by side on the same data and server, in interleaved rounds.
+
+    Prints a markdown table (recall@10, QPS with 1 and 2 clients, p50/p99, buffers per
+    query, index size and build time); --out also writes JSON and a recall-vs-QPS plot.
+    The defaults (100,000 x 1536, 200 queries, 3 rounds) are estimated at 7 to 10 minutes
+    on 2 cores.
+    """
+    ctx = click.get_current_context()
+    sizes = _counts(rows, "--rows") if rows else None
+    if (vectors is None) != (queries_file is None):
+        raise click.UsageError("--vectors and --queries-file go together")
+    options = SearchBenchOptions(
+        prefix_dim=prefix_dim, rounds=rounds, clients=_counts(clients, "--clients"), seed=seed,
+        ef_search=_counts(ef_search, "--ef-search"),
+        prefix_ef_search=_counts(prefix_ef_search, "--prefix-ef-search"),
+        oversample=_counts(oversample, "--oversample"),
+        adaptive_ef_search=_counts(adaptive_ef_search, "--adaptive-ef-search"),
+        buffer_sample=buffer_sample, keep_table=keep_table,
+    )
+    ui = _Progress()
+    ui.step("migrating the database to head")
+    upgrade(dsn)
+    largest = max(sizes) if sizes else None
+    data: BenchData
+    if vectors is not None and queries_file is not None:
+        ui.step(f"reading {vectors} and {queries_file}")
+        data = file_data(vectors, queries_file, rows=largest, query_count=query_count)
+    else:
+        ui.step(f"generating {largest or 100_000:,} x {full_dim} Matryoshka-like vectors")
+        data = synthetic_data(largest or 100_000, full_dim, query_count, seed=seed)
+    command = _command_line(ctx)
+    report: SearchBenchReport | RowsSweepReport
+    if sizes and len(sizes) > 1:
+        report = run_rows_sweep(dsn, data, sizes, options, command=command,
+                                on_step=ui.step, on_progress=ui.progress)
+        markdown = sweep_markdown(report)
+    else:
+        report = run_search_bench(dsn, data, options, command=command,
+                                  on_step=ui.step, on_progress=ui.progress)
+        markdown = search_markdown(report)
+    ui.step("done")
+    click.echo(markdown, nl=False)
+    if out is not None:
+        _write(out, report, markdown)
+
+
+@click.command("bench-load")
 @dsn_option
 @click.option("--rows", type=int, default=50_000, show_default=True,
               help="Rows for the load benchmark.")
 @click.option("--index-rows", default="50000,100000", show_default=True,
               help="Comma-separated table sizes for the index-build benchmark.")
 @click.option("--skip-index", is_flag=True, help="Only run the load benchmark.")
-def bench(dsn: str, rows: int, index_rows: str, skip_index: bool) -> None:
+def bench_load_command(dsn: str, rows: int, index_rows: str, skip_index: bool) -> None:
     """Measure bulk-load rows/s against a plain COPY, and HNSW build time (1536-d, 512 prefix)."""
     sizes = [int(s) for s in index_rows.split(",") if s.strip()]
     upgrade(dsn)  # the vector extension and mrl_pg's schema, as the demo does
@@ -48,4 +222,4 @@ def bench(dsn: str, rows: int, index_rows: str, skip_index: bool) -> None:
             )
 
 
-COMMANDS = [bench]
+COMMANDS = [bench, bench_load_command]
