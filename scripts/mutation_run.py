@@ -12,6 +12,11 @@ on Ctrl-C or SIGTERM). A mutation is
 * ``not applicable``  the snippet is no longer in the file (the code was refactored):
                       update the list by hand; counted as neither killed nor survived.
 
+The mutations come in two groups, counted apart: ``baseline`` (the 48 of the
+first run, on commit f841f71; when the code moves, a mutation is updated in place
+so it breaks the same behaviour under the same name) and ``added`` (behaviour
+added since). Totals are printed, and written to the JSON, per group and overall.
+
 Before any mutation the unmutated selection runs once; if it fails, nothing is mutated.
 
 Run it on a separate clone, never on a working tree people are editing (files are
@@ -72,12 +77,22 @@ README = "tests/test_readme.py"
 INGEST = "tests/test_ingest.py"
 EMBEDDINGS = "tests/test_embeddings.py"
 CLI = "tests/test_cli.py"
+# Added after the baseline run (f841f71):
+SETTINGS_SCOPE = "tests/test_settings_scope.py"
+ONE_RULE = "tests/test_one_rule.py"
+TWINS = "tests/test_twins.py"
+DB = "tests/test_db.py"
+INGEST_TRANSACTIONS = "tests/test_ingest_transactions.py"
+INGEST_GUARDS = "tests/test_ingest_guards.py"
+INDEX = "tests/test_index.py"
+INDEX_REBUILD = "tests/test_index_rebuild.py"
+SERVER = "tests/test_server.py"
 
 # query.py feeds all three front ends (psycopg, SQL function, ORM).
-QUERY_TESTS = (SEARCH, SQL_FUNCTION, ORM, THREE_WAYS)
-CLIENT_TESTS = (SEARCH, SQL_FUNCTION, THREE_WAYS, ORM, CLI)
-ORM_TESTS = (ORM, THREE_WAYS)
-FUNCTION_TESTS = (SQL_FUNCTION, THREE_WAYS)
+QUERY_TESTS = (SEARCH, SQL_FUNCTION, ORM, THREE_WAYS, SETTINGS_SCOPE, ONE_RULE, TWINS, DB)
+CLIENT_TESTS = (SEARCH, SQL_FUNCTION, THREE_WAYS, ORM, CLI, SETTINGS_SCOPE, TWINS, DB)
+ORM_TESTS = (ORM, THREE_WAYS, SETTINGS_SCOPE)
+FUNCTION_TESTS = (SQL_FUNCTION, THREE_WAYS, ONE_RULE)
 # test_sql_script.py is left out of the DDL selections: its first test compares
 # sql/install.sql with the generator, so it fails on *any* change to the default
 # DDL (a developer regenerates the file); its second test reads only the file and
@@ -85,8 +100,22 @@ FUNCTION_TESTS = (SQL_FUNCTION, THREE_WAYS)
 SCHEMA_TESTS = (SCHEMA, CONFIG, ORM, MIGRATIONS)
 INSTALL_TESTS = (SCHEMA, CONFIG, MIGRATIONS, SQL_FUNCTION)
 MIGRATION_TESTS = (MIGRATIONS, SQL_SCRIPT, SQL_FUNCTION, ORM, README)
-INGEST_TESTS = (INGEST, THREE_WAYS)
-VECTOR_TESTS = (SCHEMA, EMBEDDINGS, INGEST, SEARCH, ORM)
+# The ingest modules (ingest.py, _ingest_writer.py, _ingest_batches.py) and readers.py.
+INGEST_TESTS = (INGEST, THREE_WAYS, INGEST_TRANSACTIONS, INGEST_GUARDS)
+VECTOR_TESTS = (SCHEMA, EMBEDDINGS, INGEST, SEARCH, ORM, INGEST_TRANSACTIONS, INGEST_GUARDS)
+DB_TESTS = (TWINS, DB)
+# compat.py: the version checks of connect() (test_db, test_twins) and of install/migrate.
+COMPAT_TESTS = (DB, TWINS, MIGRATIONS)
+SERVER_TESTS = (SERVER,)
+INDEX_TESTS = (INDEX, INDEX_REBUILD)
+
+
+# Groups: the mutations of the baseline run (commit f841f71, 48 of them; updated in place
+# when the code moves, same name, same behaviour) and those for behaviour added since,
+# counted apart so before/after stays comparable on the original list.
+BASELINE = "baseline"
+ADDED = "added"
+GROUPS = (BASELINE, ADDED)
 
 
 @dataclass(frozen=True)
@@ -96,6 +125,7 @@ class Mutation:
     ``regex``: ``find`` is a regular expression and ``replace`` a ``re`` template.
     ``within``: a unique snippet; the first match of ``find`` after it is replaced
     (for snippets that occur more than once in the file).
+    ``group``: :data:`BASELINE` or :data:`ADDED` (see above).
     """
 
     name: str
@@ -106,14 +136,17 @@ class Mutation:
     tests: tuple[str, ...]
     regex: bool = False
     within: str | None = None
+    group: str = BASELINE
 
 
 Q, C, S = "mrl_pg/query.py", "mrl_pg/client.py", "mrl_pg/sqlalchemy.py"
 F, D, INS = "mrl_pg/search_function.py", "mrl_pg/schema.py", "mrl_pg/install.py"
 M2 = "migrations/versions/0002_search_function.py"
 G, R, V = "mrl_pg/ingest.py", "mrl_pg/readers.py", "mrl_pg/vectors.py"
+W = "mrl_pg/_ingest_writer.py"  # ingest.py's batch writer (staging, upsert, direct COPY)
+DBM, COMPAT, SRV, IDX = "mrl_pg/db.py", "mrl_pg/compat.py", "mrl_pg/server.py", "mrl_pg/index.py"
 
-MUTATIONS: tuple[Mutation, ...] = (
+BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     # --- The adaptive statement and its settings (query.py) ---
     Mutation(
         "query-cte-not-materialized",
@@ -121,9 +154,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         Q, "WITH candidates AS MATERIALIZED (", "WITH candidates AS (", QUERY_TESTS,
     ),
     Mutation(
+        # Since the one-rule refactoring the rule is one object that the SQL function
+        # renders too, so this changes all three front ends at once.
         "query-ef-search-equals-pool",
-        "hnsw.ef_search = pool instead of 2 x pool: less room for the graph walk, lower recall",
-        Q, "min(2 * pool, MAX_EF_SEARCH)", "min(pool, MAX_EF_SEARCH)", QUERY_TESTS,
+        "hnsw.ef_search = pool instead of 2 x pool: less room for the graph walk, lower recall "
+        "(EF_SEARCH_RULE factor 1; the SQL function renders the same rule)",
+        Q, "EF_SEARCH_RULE = ClampedMultiple(factor=2,",
+        "EF_SEARCH_RULE = ClampedMultiple(factor=1,", QUERY_TESTS,
     ),
     Mutation(
         "query-no-iterative-scan",
@@ -204,8 +241,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "orm-offset-ignored",
         "search_select ignores offset: page two repeats page one",
-        S, "return statement.offset(offset) if offset else statement", "return statement",
-        ORM_TESTS,
+        S, "statement = statement.offset(offset)", "statement = statement", ORM_TESTS,
     ),
     Mutation(
         "orm-rerank-by-prefix",
@@ -215,9 +251,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         ORM_TESTS,
     ),
     Mutation(
+        # The refusal is gone by design: on an autocommit connection the ORM now wraps the
+        # statement in a transaction of its own. Same behaviour, new mechanism: without the
+        # wrapper the transaction-local settings end with their own statement.
         "orm-async-autocommit-unchecked",
-        "async ORM search accepts an autocommit connection, where its settings do not apply",
-        S, "_require_transaction(connection.sync_connection)", "pass", ORM_TESTS,
+        "ORM search on an autocommit connection (sync or async) runs without its own "
+        "transaction: the settings do not apply to the search",
+        S, "own = bool(driver.autocommit) and driver.info.transaction_status == "
+        "TransactionStatus.IDLE", "own = False", ORM_TESTS,
     ),
     Mutation(
         "orm-no-toast-target",
@@ -238,8 +279,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "function-ef-search-equals-pool",
-        "mrl_search sets hnsw.ef_search to the pool instead of twice the pool",
-        F, "least(2 * pool, 1000)", "least(pool, 1000)", FUNCTION_TESTS,
+        "mrl_search sets hnsw.ef_search to the pool instead of twice the pool "
+        "(renders the rule with factor 1; Python keeps 2)",
+        F, 'ef_search=EF_SEARCH_RULE.sql(sql.SQL("pool"))',
+        'ef_search=replace(EF_SEARCH_RULE, factor=1).sql(sql.SQL("pool"))', FUNCTION_TESTS,
     ),
     Mutation(
         "function-no-iterative-scan",
@@ -307,16 +350,16 @@ MUTATIONS: tuple[Mutation, ...] = (
         "downgrading revision 0002 leaves mrl_search behind",
         M2, "op.execute(sa.text(DROP_FUNCTION))", "pass", MIGRATION_TESTS,
     ),
-    # --- Ingest (ingest.py) ---
+    # --- Ingest (ingest.py, _ingest_writer.py) ---
     Mutation(
         "ingest-staging-not-dropped",
         "staging table loses ON COMMIT DROP: temp tables pile up in the session",
-        G, " ON COMMIT DROP", "", INGEST_TESTS,
+        W, " ON COMMIT DROP", "", INGEST_TESTS,
     ),
     Mutation(
         "ingest-upsert-always-updates",
         "the upsert drops its IS DISTINCT FROM clause: unchanged rows get new row versions",
-        G, r'"WHERE \(t\.content[^"]*IS DISTINCT FROM "\s*"\(EXCLUDED\.content[^"]*"', '""',
+        W, r'"WHERE \(t\.content[^"]*IS DISTINCT FROM "\s*"\(EXCLUDED\.content[^"]*"', '""',
         INGEST_TESTS, regex=True,
     ),
     Mutation(
@@ -327,12 +370,12 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "ingest-updates-counted-as-inserts",
         "the report counts every written row as inserted (xmax = 0 test dropped)",
-        G, "RETURNING (xmax = 0) AS inserted", "RETURNING true AS inserted", INGEST_TESTS,
+        W, "RETURNING (xmax = 0) AS inserted", "RETURNING true AS inserted", INGEST_TESTS,
     ),
     Mutation(
         "ingest-direct-copy-into-nonempty",
         "the plain-COPY fast path is used even when the table already has rows",
-        G, "return bool(empty and empty[0])", "return True", INGEST_TESTS,
+        W, "return bool(empty and empty[0])", "return True", INGEST_TESTS,
     ),
     Mutation(
         "ingest-reuse-ignores-content",
@@ -384,6 +427,62 @@ MUTATIONS: tuple[Mutation, ...] = (
         "norms = np.linalg.norm(array.astype(np.float64)", VECTOR_TESTS,
     ),
 )
+
+ADDED_MUTATIONS: tuple[Mutation, ...] = (
+    Mutation(
+        "client-settings-not-restored-in-transaction",
+        "a sync search inside the caller's transaction leaves its HNSW/exact settings behind "
+        "(RESTORE_SETTINGS_SQL not run)",
+        C, "settings.execute(RESTORE_SETTINGS_SQL, restore, prepare=False)", "pass",
+        CLIENT_TESTS, within="def _run(", group=ADDED,
+    ),
+    Mutation(
+        "orm-settings-not-restored-in-transaction",
+        "an ORM search in the session's transaction leaves its settings behind "
+        "(after_cursor_execute skips the restore)",
+        S, "elif not failed:", "elif False:", ORM_TESTS, group=ADDED,
+    ),
+    Mutation(
+        "compat-accepts-pgvector-0.7",
+        "MIN_PGVECTOR_VERSION = 0.7: connect/install/migrate accept a pgvector without "
+        "iterative scans",
+        COMPAT, "MIN_PGVECTOR_VERSION = (0, 8, 0)", "MIN_PGVECTOR_VERSION = (0, 7, 0)",
+        COMPAT_TESTS, group=ADDED,
+    ),
+    Mutation(
+        "function-table-unqualified",
+        "mrl_search installed without a schema names its table unqualified (and leaves the "
+        "install schema out of its search_path) instead of current_schema()",
+        F, "template = render(_create_function(replace(config, schema=_SCHEMA_PLACEHOLDER)))",
+        "template = render(_create_function(config))", FUNCTION_TESTS, group=ADDED,
+    ),
+    Mutation(
+        "server-embedded-without-asking",
+        "resolve_dsn starts the embedded server when no DSN is configured, unasked",
+        SRV, "if env.dsn == EMBEDDED or embedded:", "if True:", SERVER_TESTS, group=ADDED,
+    ),
+    Mutation(
+        "db-configure-leaves-transaction-open",
+        "configure_connection leaves a non-autocommit connection idle in transaction "
+        "(no rollback; psycopg_pool's configure contract broken)",
+        DBM, "conn.rollback()", "pass", DB_TESTS, within="def configure_connection(",
+        group=ADDED,
+    ),
+    Mutation(
+        "index-concurrent-rebuild-drops-first",
+        "a concurrent index rebuild drops the old index before building the new one "
+        "(searches go without an index meanwhile)",
+        IDX, "if concurrently:\n                    swap = True",
+        "if False:\n                    swap = True", INDEX_TESTS, group=ADDED,
+    ),
+    Mutation(
+        "ingest-embeds-inside-transaction",
+        "a load with an embedder calls the embedding service inside its write transaction",
+        G, "elif embedder is None or not idle:", "elif True:", INGEST_TESTS, group=ADDED,
+    ),
+)
+
+MUTATIONS: tuple[Mutation, ...] = BASELINE_MUTATIONS + ADDED_MUTATIONS
 
 
 # --- Applying a mutation -----------------------------------------------------------------
@@ -520,6 +619,7 @@ class Result:
     seconds: float
     tests: list[str]
     detail: str = ""
+    group: str = BASELINE
 
 
 @dataclass
@@ -532,16 +632,23 @@ class Report:
     seconds: float = 0.0
     results: list[Result] = field(default_factory=list)
 
-    def totals(self) -> dict[str, int]:
+    def totals(self, group: str | None = None) -> dict[str, int]:
+        """Counts over all results, or over one group's."""
         counts = {KILLED: 0, SURVIVED: 0, NOT_APPLICABLE: 0}
         for result in self.results:
-            counts[result.outcome] += 1
+            if group is None or result.group == group:
+                counts[result.outcome] += 1
         return {"tried": counts[KILLED] + counts[SURVIVED], "killed": counts[KILLED],
                 "survived": counts[SURVIVED], "not_applicable": counts[NOT_APPLICABLE]}
+
+    def groups(self) -> list[str]:
+        present = {r.group for r in self.results}
+        return [g for g in GROUPS if g in present]
 
     def as_json(self) -> dict[str, object]:
         data = asdict(self)
         data["totals"] = self.totals()
+        data["totals_by_group"] = {g: self.totals(g) for g in self.groups()}
         return data
 
 
@@ -568,9 +675,9 @@ def _check_imports_from_root(python: str, root: Path) -> None:
                          f"not from {root}: install the root's package (pip install -e)")
 
 
-def _selected(names: Sequence[str] | None) -> list[Mutation]:
+def _selected(names: Sequence[str] | None, group: str | None = None) -> list[Mutation]:
     if not names:
-        return list(MUTATIONS)
+        return [m for m in MUTATIONS if group is None or m.group == group]
     by_name = {m.name: m for m in MUTATIONS}
     unknown = [n for n in names if n not in by_name]
     if unknown:
@@ -598,10 +705,11 @@ def _plan(root: Path, mutations: Sequence[Mutation]) -> list[tuple[Mutation, str
 def _print_table(results: Sequence[Result]) -> None:
     width = max([len(r.name) for r in results] + [8])
     fwidth = max([len(r.file) for r in results] + [4])
-    print(f"\n{'mutation':<{width}}  {'file':<{fwidth}}  {'outcome':<14}  seconds")
-    print(f"{'-' * width}  {'-' * fwidth}  {'-' * 14}  -------")
+    print(f"\n{'mutation':<{width}}  {'group':<8}  {'file':<{fwidth}}  {'outcome':<14}  seconds")
+    print(f"{'-' * width}  {'-' * 8}  {'-' * fwidth}  {'-' * 14}  -------")
     for r in results:
-        print(f"{r.name:<{width}}  {r.file:<{fwidth}}  {r.outcome:<14}  {r.seconds:7.1f}")
+        print(f"{r.name:<{width}}  {r.group:<8}  {r.file:<{fwidth}}  {r.outcome:<14}  "
+              f"{r.seconds:7.1f}")
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -614,6 +722,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="run only this mutation (repeatable)")
+    parser.add_argument("--group", choices=GROUPS,
+                        help="run only this group's mutations (baseline: the 48 of the "
+                        "baseline run; added: behaviour added since)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help=f"seconds per pytest run (default {DEFAULT_TIMEOUT:.0f})")
     parser.add_argument("--python", help="interpreter for pytest (default ROOT/.venv/bin/python)")
@@ -625,14 +736,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     root: Path = args.root.resolve()
-    mutations = _selected(args.only)
+    mutations = _selected(args.only, args.group)
     if args.full_suite:
         mutations = [replace(m, tests=("tests",)) for m in mutations]
     plan = _plan(root, mutations)
     if args.list:
         for mutation, mutated, why in plan:
             state = "applies" if mutated is not None else f"NOT APPLICABLE: {why}"
-            print(f"{mutation.name:<40} {mutation.file:<45} {state}")
+            print(f"{mutation.name:<44} {mutation.group:<8} {mutation.file:<44} {state}")
             print(f"    {mutation.description}\n    tests: {' '.join(mutation.tests)}")
         return 0
 
@@ -659,7 +770,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             prefix = f"[{number}/{len(plan)}] {mutation.name}"
             if mutated is None:
                 report.results.append(Result(mutation.name, mutation.description, mutation.file,
-                                             NOT_APPLICABLE, 0.0, list(mutation.tests), why))
+                                             NOT_APPLICABLE, 0.0, list(mutation.tests), why,
+                                             mutation.group))
                 print(f"{prefix}: {NOT_APPLICABLE} ({why})", flush=True)
                 continue
             with Applied(root / mutation.file, mutated):
@@ -668,7 +780,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             detail = "" if run.passed else run.first_failure()
             report.results.append(Result(mutation.name, mutation.description, mutation.file,
                                          outcome, round(run.seconds, 1), list(mutation.tests),
-                                         detail))
+                                         detail, mutation.group))
             print(f"{prefix}: {outcome} in {run.seconds:.1f} s"
                   + (f" ({detail})" if detail else ""), flush=True)
     except KeyboardInterrupt:
@@ -680,15 +792,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.json.write_text(json.dumps(report.as_json(), indent=2) + "\n")
 
     _print_table(report.results)
-    totals = report.totals()
-    print(f"\ntried {totals['tried']}, killed {totals['killed']}, survived {totals['survived']}, "
-          f"not applicable {totals['not_applicable']}; {report.seconds:.0f} s in all "
-          f"(baseline {report.baseline_seconds:.0f} s)")
+    print()
+    for group in [*report.groups(), None]:
+        totals = report.totals(group)
+        label = f"{group} mutations" if group else "all"
+        print(f"{label + ':':<20} tried {totals['tried']}, killed {totals['killed']}, "
+              f"survived {totals['survived']}, not applicable {totals['not_applicable']}")
+    print(f"{report.seconds:.0f} s in all (unmutated selection {report.baseline_seconds:.0f} s)")
     survivors = [r for r in report.results if r.outcome == SURVIVED]
     if survivors:
         print("\nsurvived (the tests did not notice):")
         for r in survivors:
-            print(f"  {r.name}: {r.description}")
+            print(f"  {r.name} [{r.group}]: {r.description}")
     return 0
 
 
