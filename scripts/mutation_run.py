@@ -79,6 +79,7 @@ EMBEDDINGS = "tests/test_embeddings.py"
 CLI = "tests/test_cli.py"
 # Added after the baseline run (f841f71):
 SETTINGS_SCOPE = "tests/test_settings_scope.py"
+SEARCH_GUARDS = "tests/test_search_guards.py"
 ONE_RULE = "tests/test_one_rule.py"
 TWINS = "tests/test_twins.py"
 DB = "tests/test_db.py"
@@ -89,8 +90,10 @@ INDEX_REBUILD = "tests/test_index_rebuild.py"
 SERVER = "tests/test_server.py"
 
 # query.py feeds all three front ends (psycopg, SQL function, ORM).
-QUERY_TESTS = (SEARCH, SQL_FUNCTION, ORM, THREE_WAYS, SETTINGS_SCOPE, ONE_RULE, TWINS, DB)
-CLIENT_TESTS = (SEARCH, SQL_FUNCTION, THREE_WAYS, ORM, CLI, SETTINGS_SCOPE, TWINS, DB)
+QUERY_TESTS = (SEARCH, SQL_FUNCTION, ORM, THREE_WAYS, SETTINGS_SCOPE, ONE_RULE, TWINS, DB,
+               SEARCH_GUARDS)
+CLIENT_TESTS = (SEARCH, SQL_FUNCTION, THREE_WAYS, ORM, CLI, SETTINGS_SCOPE, TWINS, DB,
+                SEARCH_GUARDS)
 ORM_TESTS = (ORM, THREE_WAYS, SETTINGS_SCOPE)
 FUNCTION_TESTS = (SQL_FUNCTION, THREE_WAYS, ONE_RULE)
 # test_sql_script.py is left out of the DDL selections: its first test compares
