@@ -10,7 +10,6 @@ way :func:`~mrl_pg.search` runs its own.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .client import SearchStatement, exact_search, explain, search
+from .client import (
+    SearchStatement,
+    exact_search,
+    explain,
+    explain_statement,
+    run_statement,
+    search,
+)
 from .config import TableConfig
 from .errors import DatabaseError
 from .query import ef_search_for, settings_sql
@@ -241,17 +247,6 @@ LIMIT least({match_count}, 200)"""
     )
 
 
-def _execute(conn: psycopg.Connection[Any], stmt: SearchStatement) -> list[tuple[Any, ...]]:
-    # mrl_pg.search's own path outside a transaction: BEGIN, settings, statement, COMMIT.
-    try:
-        with conn.pipeline(), conn.transaction(), conn.cursor() as settings, conn.cursor() as cur:
-            settings.execute(stmt.settings, prepare=False)
-            cur.execute(stmt.statement, stmt.params, prepare=False)
-            return cur.fetchall()
-    except psycopg.Error as exc:
-        raise DatabaseError(f"search failed: {exc}") from exc
-
-
 def run_method(
     conn: psycopg.Connection[Any], table: BenchTable, method: Method, query: Any, k: int
 ) -> list[str]:
@@ -265,7 +260,7 @@ def run_method(
         return [str(r.external_id) for r in found]
     vector = as_embedding(query, config.full_dim, prefix_dim=config.prefix_dim,
                           what="query embedding")
-    return [str(row[1]) for row in _execute(conn, _statement(table, method, vector, k))]
+    return [str(row[1]) for row in run_statement(conn, _statement(table, method, vector, k))]
 
 
 def explain_method(
@@ -280,15 +275,8 @@ def explain_method(
                        analyze=analyze, as_json=True)
     vector = as_embedding(query, config.full_dim, prefix_dim=config.prefix_dim,
                           what="query embedding")
-    stmt = _statement(table, method, vector, k)
-    options = sql.SQL("ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON")
-    explained = SearchStatement(
-        settings=stmt.settings,
-        statement=sql.SQL("EXPLAIN ({}) {}").format(options, stmt.statement),
-        params=stmt.params, setting_names=stmt.setting_names,
-    )
-    plan = _execute(conn, explained)[0][0]
-    return json.loads(plan) if isinstance(plan, str) else plan
+    return explain_statement(conn, _statement(table, method, vector, k), analyze=analyze,
+                             as_json=True)
 
 
 def plan_tree(plan: Any) -> Iterator[dict[str, Any]]:

@@ -17,7 +17,7 @@ import functools
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -46,6 +46,8 @@ __all__ = [
     "search",
     "exact_search",
     "explain",
+    "explain_statement",
+    "run_statement",
     "search_async",
     "exact_search_async",
 ]
@@ -299,16 +301,26 @@ def explain(
     else:
         stmt = adaptive_search_statement(config, query, k=k, oversample=oversample, filter=filter,
                                          max_scan_tuples=max_scan_tuples, ef_search=ef_search)
+    return explain_statement(conn, stmt, analyze=analyze, as_json=as_json)
+
+
+def run_statement(conn: psycopg.Connection[Any], search: SearchStatement) -> list[tuple[Any, ...]]:
+    """Run a :class:`SearchStatement` as :func:`search` does: its settings end with it."""
+    return _run(conn, search)
+
+
+def explain_statement(
+    conn: psycopg.Connection[Any], search: SearchStatement, *, analyze: bool = False,
+    as_json: bool = False,
+) -> Any:
+    """``EXPLAIN`` a :class:`SearchStatement` under its own settings (see :func:`explain`)."""
     options = sql.SQL(", ").join(
         sql.SQL(o)
         for o in (["ANALYZE", "BUFFERS"] if analyze else [])
         + (["FORMAT JSON"] if as_json else ["FORMAT TEXT"])
     )
-    explained = SearchStatement(
-        settings=stmt.settings,
-        statement=sql.SQL("EXPLAIN ({}) {}").format(options, stmt.statement),
-        params=stmt.params,
-        setting_names=stmt.setting_names,
+    explained = replace(
+        search, statement=sql.SQL("EXPLAIN ({}) {}").format(options, search.statement)
     )
     rows = _run(conn, explained)
     if as_json:

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
+from mrl_pg._search_bench_methods import plan_tree
 
-def nodes(plan: Any) -> Iterator[dict[str, Any]]:
-    """Every node of a plan, depth first (accepts the list EXPLAIN returns)."""
-    if isinstance(plan, list):
-        for item in plan:
-            yield from nodes(item)
-        return
-    node = plan.get("Plan", plan)
-    yield node
-    for child in node.get("Plans", []):
-        yield from nodes(child)
+nodes = plan_tree  # every node of a plan, depth first (accepts the list EXPLAIN returns)
 
 
 def index_scans(plan: Any, index_name: str) -> list[dict[str, Any]]:
