@@ -28,7 +28,7 @@ from psycopg import sql
 
 from .config import TableConfig
 from .install import create_ddl, drop_ddl
-from .schema import render
+from .schema import render, tuning_table_ddl
 from .search_function import drop_search_function_ddl, search_function_ddl
 
 __all__ = [
@@ -55,8 +55,8 @@ def drop_mrl_table(config: TableConfig, *, with_search_function: bool = True) ->
 
 
 def create_search_function(config: TableConfig) -> None:
-    """Create (or replace) only the table's search function."""
-    _execute([search_function_ddl(config)])
+    """Create (or replace) the table's search function, and the ``mrl_pg_tuning`` it reads."""
+    _execute([*tuning_table_ddl(config), search_function_ddl(config)])
 
 
 def drop_search_function(config: TableConfig) -> None:

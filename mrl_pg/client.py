@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,6 +36,7 @@ from .query import (
     search_parameters,
     settings_sql,
 )
+from .tuning import DEFAULT_TUNING, SearchTuning, load_tuning, load_tuning_async
 from .vectors import FloatArray, as_embedding
 
 __all__ = [
@@ -108,19 +109,24 @@ def adaptive_search_statement(
     query: Any,
     *,
     k: int = 10,
-    oversample: int = 8,
+    oversample: int | None = None,
     filter: Mapping[str, Any] | None = None,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
+    tuning: SearchTuning = DEFAULT_TUNING,
 ) -> SearchStatement:
     """The adaptive search for one full-dimension ``query`` as psycopg ``Composed`` + parameters.
+
+    ``oversample`` and ``ef_search`` left unset come from ``tuning`` (what
+    :func:`search` reads from the table's ``mrl_pg_tuning`` row).
 
     >>> s = adaptive_search_statement(TableConfig(), [1.0] * 1536, k=5)
     >>> s.params["pool"], s.params["k"]
     (40, 5)
     """
-    params = SearchParams(k=k, oversample=oversample, filter=filter,
-                          max_scan_tuples=max_scan_tuples, ef_search=ef_search)
+    params = SearchParams(k=k, oversample=tuning.oversample if oversample is None else oversample,
+                          filter=filter, max_scan_tuples=max_scan_tuples, ef_search=ef_search,
+                          tuning=tuning)
     values = search_parameters(params) | {"query": _query_vector(config, query)}
     statement = _adaptive_statement(config, params.has_filter)
     settings = scan_settings(params)
@@ -175,10 +181,24 @@ def _inside_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[
     return status != TransactionStatus.IDLE
 
 
-def _run(conn: psycopg.Connection[Any], search: SearchStatement) -> list[tuple[Any, ...]]:
+# A search whose settings depend on the table's tuning, read in the search's own transaction.
+Deferred = Callable[[SearchTuning], SearchStatement]
+
+
+@dataclass(frozen=True)
+class _Tuned:
+    config: TableConfig
+    make: Deferred
+
+
+def _run(
+    conn: psycopg.Connection[Any], search: SearchStatement | _Tuned
+) -> list[tuple[Any, ...]]:
     inside = _inside_transaction(conn)
     try:
         with conn.pipeline(), conn.transaction(), conn.cursor() as settings, conn.cursor() as cur:
+            if isinstance(search, _Tuned):
+                search = search.make(load_tuning(conn, search.config))
             settings.execute(search.settings, prepare=False)
             cur.execute(search.statement, search.params, prepare=False)
             rows = cur.fetchall()
@@ -191,12 +211,14 @@ def _run(conn: psycopg.Connection[Any], search: SearchStatement) -> list[tuple[A
 
 
 async def _run_async(
-    conn: psycopg.AsyncConnection[Any], search: SearchStatement
+    conn: psycopg.AsyncConnection[Any], search: SearchStatement | _Tuned
 ) -> list[tuple[Any, ...]]:
     inside = _inside_transaction(conn)
     try:
         async with conn.pipeline(), conn.transaction(), conn.cursor() as settings, \
                 conn.cursor() as cur:
+            if isinstance(search, _Tuned):
+                search = search.make(await load_tuning_async(conn, search.config))
             await settings.execute(search.settings, prepare=False)
             await cur.execute(search.statement, search.params, prepare=False)
             rows = await cur.fetchall()
@@ -208,26 +230,53 @@ async def _run_async(
     return rows
 
 
+def _adaptive(
+    config: TableConfig,
+    query: Any,
+    *,
+    k: int,
+    oversample: int | None,
+    filter: Mapping[str, Any] | None,
+    max_scan_tuples: int | None,
+    ef_search: int | None,
+) -> SearchStatement | _Tuned:
+    # Built once now, so bad arguments fail before any statement is sent.
+    statement = adaptive_search_statement(
+        config, query, k=k, oversample=oversample, filter=filter,
+        max_scan_tuples=max_scan_tuples, ef_search=ef_search,
+    )
+    if oversample is not None and ef_search is not None:
+        return statement
+    vector = statement.params["query"]
+    return _Tuned(config, lambda tuning: adaptive_search_statement(
+        config, vector, k=k, oversample=oversample, filter=filter,
+        max_scan_tuples=max_scan_tuples, ef_search=ef_search, tuning=tuning,
+    ))
+
+
 def search(
     conn: psycopg.Connection[Any],
     config: TableConfig,
     query: Any,
     *,
     k: int = 10,
-    oversample: int = 8,
+    oversample: int | None = None,
     filter: Mapping[str, Any] | None = None,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
 ) -> list[SearchResult]:
     """Adaptive search: ``k * oversample`` candidates by prefix (HNSW), re-ranked by full cosine.
 
+    ``oversample`` and ``ef_search`` default to what ``mrl-pg tune`` stored for
+    the table (:mod:`mrl_pg.tuning`), else 8x and twice the pool; reading them
+    costs one extra round trip, which passing both skips.
+
     >>> search(conn, TableConfig(), embedding, k=10, filter={"lang": "en"})  # doctest: +SKIP
     """
-    statement = adaptive_search_statement(
+    return _rows_to_results(_run(conn, _adaptive(
         config, query, k=k, oversample=oversample, filter=filter,
         max_scan_tuples=max_scan_tuples, ef_search=ef_search,
-    )
-    return _rows_to_results(_run(conn, statement))
+    )))
 
 
 def exact_search(
@@ -248,17 +297,16 @@ async def search_async(
     query: Any,
     *,
     k: int = 10,
-    oversample: int = 8,
+    oversample: int | None = None,
     filter: Mapping[str, Any] | None = None,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
 ) -> list[SearchResult]:
     """Async twin of :func:`search`."""
-    statement = adaptive_search_statement(
+    return _rows_to_results(await _run_async(conn, _adaptive(
         config, query, k=k, oversample=oversample, filter=filter,
         max_scan_tuples=max_scan_tuples, ef_search=ef_search,
-    )
-    return _rows_to_results(await _run_async(conn, statement))
+    )))
 
 
 async def exact_search_async(
@@ -281,7 +329,7 @@ def explain(
     query: Any,
     *,
     k: int = 10,
-    oversample: int = 8,
+    oversample: int | None = None,
     filter: Mapping[str, Any] | None = None,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
@@ -296,11 +344,12 @@ def explain(
     ``FORMAT JSON`` plan, unshortened. ``analyze=True`` runs the statement and
     reports actual row counts and shared buffers.
     """
+    stmt: SearchStatement | _Tuned
     if exact:
         stmt = exact_search_statement(config, query, k=k, filter=filter)
     else:
-        stmt = adaptive_search_statement(config, query, k=k, oversample=oversample, filter=filter,
-                                         max_scan_tuples=max_scan_tuples, ef_search=ef_search)
+        stmt = _adaptive(config, query, k=k, oversample=oversample, filter=filter,
+                         max_scan_tuples=max_scan_tuples, ef_search=ef_search)
     return explain_statement(conn, stmt, analyze=analyze, as_json=as_json)
 
 
@@ -310,7 +359,7 @@ def run_statement(conn: psycopg.Connection[Any], search: SearchStatement) -> lis
 
 
 def explain_statement(
-    conn: psycopg.Connection[Any], search: SearchStatement, *, analyze: bool = False,
+    conn: psycopg.Connection[Any], search: SearchStatement | _Tuned, *, analyze: bool = False,
     as_json: bool = False,
 ) -> Any:
     """``EXPLAIN`` a :class:`SearchStatement` under its own settings (see :func:`explain`)."""
@@ -319,10 +368,16 @@ def explain_statement(
         for o in (["ANALYZE", "BUFFERS"] if analyze else [])
         + (["FORMAT JSON"] if as_json else ["FORMAT TEXT"])
     )
-    explained = replace(
-        search, statement=sql.SQL("EXPLAIN ({}) {}").format(options, search.statement)
-    )
-    rows = _run(conn, explained)
+
+    def explained(statement: SearchStatement) -> SearchStatement:
+        return replace(statement,
+                       statement=sql.SQL("EXPLAIN ({}) {}").format(options, statement.statement))
+
+    if isinstance(search, _Tuned):
+        make = search.make
+        rows = _run(conn, _Tuned(search.config, lambda tuning: explained(make(tuning))))
+    else:
+        rows = _run(conn, explained(search))
     if as_json:
         plan = rows[0][0]
         return json.loads(plan) if isinstance(plan, str) else plan

@@ -9,15 +9,25 @@ from psycopg import sql
 
 from .config import TableConfig
 from .errors import DatabaseError
-from .schema import extension_ddl, index_ddl, pgvector_check_ddl, render, table_ddl
+from .schema import (
+    extension_ddl,
+    forget_tuning_ddl,
+    index_ddl,
+    pgvector_check_ddl,
+    render,
+    table_ddl,
+    tuning_table_ddl,
+)
 from .search_function import drop_search_function_ddl, search_function_ddl
 
 __all__ = ["create_ddl", "drop_ddl", "install", "install_script"]
 
 
 def create_ddl(config: TableConfig, *, with_search_function: bool = True) -> list[sql.Composed]:
-    """Every statement that creates the table, its indexes and its search function."""
-    statements = [extension_ddl(), pgvector_check_ddl(), table_ddl(config), *index_ddl(config)]
+    """Every statement that creates the table, its indexes, the schema's ``mrl_pg_tuning``
+    (if missing) and the table's search function."""
+    statements = [extension_ddl(), pgvector_check_ddl(), table_ddl(config), *index_ddl(config),
+                  *tuning_table_ddl(config)]
     if with_search_function:
         statements.append(search_function_ddl(config))
     return statements
@@ -26,7 +36,7 @@ def create_ddl(config: TableConfig, *, with_search_function: bool = True) -> lis
 def drop_ddl(config: TableConfig, *, with_search_function: bool = True) -> list[sql.Composed]:
     """Statements that remove what :func:`create_ddl` made; the extension stays."""
     statements = [drop_search_function_ddl(config)] if with_search_function else []
-    statements.append(sql.SQL("DROP TABLE {}").format(config.table))
+    statements += [sql.SQL("DROP TABLE {}").format(config.table), forget_tuning_ddl(config)]
     return statements
 
 

@@ -11,12 +11,22 @@ from alembic import command
 from alembic.config import Config
 
 from .server import resolve_dsn
+from .tuning import TUNING_TABLE
 
 __all__ = [
-    "VERSION_TABLE", "alembic_config", "upgrade", "downgrade", "current", "migration_engine"
+    "VERSION_TABLE", "OWN_TABLES", "include_name", "alembic_config", "upgrade", "downgrade",
+    "current", "migration_engine",
 ]
 
 VERSION_TABLE = "mrl_pg_alembic_version"
+OWN_TABLES = frozenset({VERSION_TABLE, TUNING_TABLE})
+"""Tables mrl_pg keeps for itself, which a host project's models never declare."""
+
+
+def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    """For a host project's ``context.configure(include_name=...)``: every name but
+    :data:`OWN_TABLES`, so ``alembic check`` never proposes dropping them."""
+    return not (type_ == "table" and name in OWN_TABLES)
 
 
 def alembic_config(dsn: str | None = None, *, connection: Any = None) -> Config:

@@ -9,7 +9,6 @@ The psycopg front end binds named placeholders; the SQL function binds
 from __future__ import annotations
 
 import json
-import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,14 @@ from psycopg import sql
 from .config import TableConfig
 from .errors import InvalidSearchError
 from .schema import prefix_expression
+from .tuning import (
+    DEFAULT_TUNING,
+    MAX_EF_SEARCH,
+    MAX_MATCH_COUNT,
+    MAX_POOL,
+    SearchTuning,
+    integer_argument,
+)
 
 __all__ = [
     "SearchParams",
@@ -33,15 +40,11 @@ __all__ = [
     "RESTORE_SETTINGS_SQL",
     "ef_search_for",
     "ClampedMultiple",
-    "EF_SEARCH_RULE",
     "MAX_SCAN_TUPLES_RULE",
 ]
 
 RESULT_COLUMNS = ("id", "external_id", "content", "metadata", "distance")
-MAX_MATCH_COUNT = 1000
-MAX_EF_SEARCH = 1000  # pgvector's ceiling for hnsw.ef_search
 DEFAULT_MAX_SCAN_TUPLES = 20_000  # pgvector's default; bounds a filter that matches nothing
-MAX_POOL = 100_000
 
 
 @dataclass(frozen=True)
@@ -75,27 +78,8 @@ class ClampedMultiple:
         )
 
 
-EF_SEARCH_RULE = ClampedMultiple(factor=2, floor=40, ceiling=MAX_EF_SEARCH)
-"""``hnsw.ef_search`` for a pool: twice the pool, within pgvector's 40..1000.
-
-An HNSW scan returns at most ef_search rows, so it must be at least the pool;
-twice the pool gives the graph walk room to find the true prefix neighbours
-(``mrl-pg demo`` recall@10: 0.978 with 1x the pool, 0.993-0.997 with 2x).
-Above 1000 the iterative scan supplies the rest of the pool.
-"""
-
 MAX_SCAN_TUPLES_RULE = ClampedMultiple(factor=2, floor=DEFAULT_MAX_SCAN_TUPLES)
 """``hnsw.max_scan_tuples`` for a pool: pgvector's default, raised so an unfiltered pool fits."""
-
-
-def _integer(name: str, value: Any) -> int:
-    # numpy integers are fine; bools and floats (even 10.0) are not.
-    if isinstance(value, bool):
-        raise InvalidSearchError(f"{name} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise InvalidSearchError(f"{name} must be an integer, got {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -106,8 +90,8 @@ class SearchParams:
     object matched by containment (``metadata @> filter``); empty means none.
     ``max_scan_tuples`` bounds how many index tuples an iterative scan visits
     while looking for rows that pass a filter. ``ef_search`` overrides
-    :data:`EF_SEARCH_RULE` (``mrl-pg tune`` and benchmarks sweep it); a pool
-    larger than it is still filled, by the iterative scan.
+    ``tuning``'s rule (:meth:`~mrl_pg.tuning.SearchTuning.ef_search_for`);
+    a pool larger than it is still filled, by the iterative scan.
     """
 
     k: int = 10
@@ -115,13 +99,14 @@ class SearchParams:
     filter: Mapping[str, Any] | None = None
     max_scan_tuples: int | None = None
     ef_search: int | None = None
+    tuning: SearchTuning = DEFAULT_TUNING
 
     def __post_init__(self) -> None:
         for name in ("k", "oversample"):
-            object.__setattr__(self, name, _integer(name, getattr(self, name)))
+            object.__setattr__(self, name, integer_argument(name, getattr(self, name)))
         for name in ("max_scan_tuples", "ef_search"):
             if getattr(self, name) is not None:
-                object.__setattr__(self, name, _integer(name, getattr(self, name)))
+                object.__setattr__(self, name, integer_argument(name, getattr(self, name)))
         if self.ef_search is not None and not 1 <= self.ef_search <= MAX_EF_SEARCH:
             raise InvalidSearchError(
                 f"ef_search must be between 1 and {MAX_EF_SEARCH}, got {self.ef_search}"
@@ -162,10 +147,10 @@ class SearchParams:
 
     @property
     def hnsw_ef_search(self) -> int:
-        """``ef_search`` when given, else :data:`EF_SEARCH_RULE` of the pool."""
+        """``ef_search`` when given, else the tuning's rule for the pool."""
         if self.ef_search is not None:
             return self.ef_search
-        return ef_search_for(self.pool)
+        return self.tuning.ef_search_for(self.pool)
 
     @property
     def scan_tuples(self) -> int:
@@ -176,8 +161,8 @@ class SearchParams:
 
 
 def ef_search_for(pool: int) -> int:
-    """``hnsw.ef_search`` for a candidate pool (:data:`EF_SEARCH_RULE`)."""
-    return EF_SEARCH_RULE(pool)
+    """``hnsw.ef_search`` for a candidate pool under :data:`~mrl_pg.tuning.DEFAULT_TUNING`."""
+    return DEFAULT_TUNING.ef_search_for(pool)
 
 
 def _result_select(config: TableConfig, query: sql.Composable) -> sql.Composed:

@@ -10,6 +10,7 @@ from psycopg import sql
 
 from .compat import MIN_PGVECTOR_VERSION
 from .config import TableConfig
+from .tuning import MAX_EF_SEARCH, MAX_MATCH_COUNT, MAX_POOL, TUNING_TABLE, tuning_table
 
 __all__ = [
     "prefix_expression",
@@ -21,6 +22,8 @@ __all__ = [
     "index_ddl",
     "metadata_index_ddl",
     "hnsw_index_ddl",
+    "tuning_table_ddl",
+    "forget_tuning_ddl",
     "render",
 ]
 
@@ -148,6 +151,64 @@ def metadata_index_ddl(config: TableConfig) -> sql.Composed:
 def index_ddl(config: TableConfig) -> list[sql.Composed]:
     """Both indexes of the table."""
     return [hnsw_index_ddl(config), metadata_index_ddl(config)]
+
+
+def tuning_table_ddl(config: TableConfig) -> list[sql.Composed]:
+    """``mrl_pg_tuning`` in the table's schema, if missing: a row per table ``mrl-pg tune`` saw.
+
+    Readable by every role (``GRANT SELECT ... TO PUBLIC``): a search by any
+    role that may read the table also reads its settings, and the rows hold
+    nothing but table names and numbers.
+    """
+    table = tuning_table(config)
+    return [
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {table} (
+    table_name text NOT NULL,
+    k integer NOT NULL,
+    oversample integer NOT NULL,
+    ef_search integer NOT NULL,
+    target_recall double precision,
+    measured_recall double precision,
+    measured_qps double precision,
+    queries integer,
+    table_rows bigint,
+    tuned_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT {pkey} PRIMARY KEY (table_name),
+    CONSTRAINT {k_check} CHECK (k BETWEEN 1 AND {max_k}),
+    CONSTRAINT {oversample_check} CHECK (oversample >= 1),
+    CONSTRAINT {ef_check} CHECK (ef_search BETWEEN 1 AND {max_ef}),
+    CONSTRAINT {pool_check} CHECK (k::bigint * oversample <= {max_pool})
+)"""
+        ).format(
+            table=table,
+            pkey=sql.Identifier(f"{TUNING_TABLE}_pkey"),
+            k_check=sql.Identifier(f"{TUNING_TABLE}_k_range"),
+            oversample_check=sql.Identifier(f"{TUNING_TABLE}_oversample_range"),
+            ef_check=sql.Identifier(f"{TUNING_TABLE}_ef_search_range"),
+            pool_check=sql.Identifier(f"{TUNING_TABLE}_pool_range"),
+            max_k=sql.Literal(MAX_MATCH_COUNT),
+            max_ef=sql.Literal(MAX_EF_SEARCH),
+            max_pool=sql.Literal(MAX_POOL),
+        ),
+        sql.SQL("GRANT SELECT ON {} TO PUBLIC").format(table),
+    ]
+
+
+def forget_tuning_ddl(config: TableConfig) -> sql.Composed:
+    """Delete the table's ``mrl_pg_tuning`` row, if that table exists (a dropped table's
+    measurements must not apply to a new table of the same name)."""
+    table = tuning_table(config)
+    return sql.SQL(
+        """DO $mrl_pg_forget$
+BEGIN
+    IF to_regclass({name}) IS NOT NULL THEN
+        DELETE FROM {table} WHERE table_name = {table_name};
+    END IF;
+END
+$mrl_pg_forget$"""
+    ).format(name=sql.Literal(render(table)), table=table,
+             table_name=sql.Literal(config.name))
 
 
 def render(statement: sql.Composable) -> str:

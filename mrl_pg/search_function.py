@@ -4,7 +4,8 @@ The function body runs the statement from :mod:`mrl_pg.query` through
 ``EXECUTE ... USING`` so every call is planned with its real arguments (a
 cached generic plan could pick another index, or none). Its HNSW settings
 come from the same rules the psycopg and ORM front ends evaluate
-(:data:`~mrl_pg.query.EF_SEARCH_RULE`, :data:`~mrl_pg.query.MAX_SCAN_TUPLES_RULE`),
+(:meth:`~mrl_pg.tuning.SearchTuning.ef_search_for` over the table's row in
+``mrl_pg_tuning``, or the default, and :data:`~mrl_pg.query.MAX_SCAN_TUPLES_RULE`),
 rendered into the body. The table is always named with its schema: the one
 in the configuration, or else the schema the function is created in
 (``current_schema()`` at install time), so a caller's ``search_path`` never matters.
@@ -17,14 +18,9 @@ from dataclasses import replace
 from psycopg import sql
 
 from .config import TableConfig
-from .query import (
-    EF_SEARCH_RULE,
-    MAX_MATCH_COUNT,
-    MAX_POOL,
-    MAX_SCAN_TUPLES_RULE,
-    adaptive_search_sql,
-)
+from .query import MAX_SCAN_TUPLES_RULE, adaptive_search_sql
 from .schema import render
+from .tuning import DEFAULT_TUNING, MAX_MATCH_COUNT, MAX_POOL, ef_search_sql, tuning_table
 
 __all__ = ["search_function_ddl", "drop_search_function_ddl", "SEARCH_FUNCTION_ARGS"]
 
@@ -33,6 +29,9 @@ SEARCH_FUNCTION_ARGS = "vector, integer, integer, jsonb"
 # Dollar-quoted; validated identifiers cannot contain "$", so the body cannot end early.
 _BODY = """DECLARE
     pool integer;
+    tuned_k integer;
+    tuned_oversample integer;
+    tuned_ef_search integer;
 BEGIN
     IF query_embedding IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004',
@@ -53,11 +52,19 @@ BEGIN
             MESSAGE = {fn_name} || ': match_count must be between 1 and ' || {max_k}
                 || ', got ' || coalesce(match_count::text, 'NULL');
     END IF;
-    IF oversample IS NULL OR oversample < 1 THEN
+    IF oversample < 1 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = {fn_name} || ': oversample must be at least 1, got '
-                || coalesce(oversample::text, 'NULL');
+            MESSAGE = {fn_name} || ': oversample must be at least 1, got ' || oversample;
     END IF;
+    -- What mrl-pg tune measured for this table, else the product's default.
+    SELECT t.k, t.oversample, t.ef_search INTO tuned_k, tuned_oversample, tuned_ef_search
+    FROM {tuning} AS t WHERE t.table_name = {table_name};
+    IF NOT FOUND THEN
+        tuned_k := {default_k};
+        tuned_oversample := {default_oversample};
+        tuned_ef_search := {default_ef_search};
+    END IF;
+    oversample := coalesce(oversample, tuned_oversample);
     IF match_count::bigint * oversample > {max_pool} THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = {fn_name} || ': match_count * oversample must be at most ' || {max_pool};
@@ -75,7 +82,7 @@ BEGIN
     PERFORM set_config('hnsw.max_scan_tuples', ({max_scan_tuples})::text, true);
     RAISE DEBUG USING MESSAGE = {fn_name} || ': pool ' || pool || ', hnsw.ef_search '
         || current_setting('hnsw.ef_search') || ', hnsw.max_scan_tuples '
-        || current_setting('hnsw.max_scan_tuples');
+        || current_setting('hnsw.max_scan_tuples') || ', oversample ' || oversample;
 
     IF filter IS NULL OR filter = '{{}}'::jsonb THEN
         RETURN QUERY EXECUTE {unfiltered} USING query_embedding, pool, match_count;
@@ -134,7 +141,13 @@ def _create_function(config: TableConfig) -> sql.Composed:
         p=sql.Literal(config.prefix_dim),
         max_k=sql.Literal(MAX_MATCH_COUNT),
         max_pool=sql.Literal(MAX_POOL),
-        ef_search=EF_SEARCH_RULE.sql(sql.SQL("pool")),
+        ef_search=ef_search_sql(sql.SQL("pool"), oversample=sql.SQL("tuned_oversample"),
+                                ef_search=sql.SQL("tuned_ef_search"), k=sql.SQL("tuned_k")),
+        tuning=tuning_table(config),
+        table_name=sql.Literal(config.name),
+        default_k=sql.Literal(DEFAULT_TUNING.k),
+        default_oversample=sql.Literal(DEFAULT_TUNING.oversample),
+        default_ef_search=sql.Literal(DEFAULT_TUNING.ef_search),
         max_scan_tuples=MAX_SCAN_TUPLES_RULE.sql(sql.SQL("pool")),
         unfiltered=sql.Literal(render(unfiltered)),
         filtered=sql.Literal(render(filtered)),
@@ -147,7 +160,7 @@ def _create_function(config: TableConfig) -> sql.Composed:
         """CREATE OR REPLACE FUNCTION {name}(
     query_embedding vector,
     match_count integer DEFAULT 10,
-    oversample integer DEFAULT 8,
+    oversample integer DEFAULT NULL::integer,
     filter jsonb DEFAULT '{{}}'::jsonb
 )
 RETURNS TABLE (id bigint, external_id text, content text, metadata jsonb, distance double precision)

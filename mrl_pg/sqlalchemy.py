@@ -24,13 +24,11 @@ column is mapped as ``Document.meta`` since declarative classes reserve
 
 Alembic: a table made by ``mrl-pg migrate`` or :func:`mrl_pg.install.install`
 compares equal to the model under ``alembic check``. If your ``env.py`` runs
-autogenerate against a database that also holds mrl_pg's own migration history,
-leave its version table out, or Alembic proposes to drop it::
+autogenerate against a database that also holds mrl_pg's own tables (its
+migration history, ``mrl_pg_tuning``), leave them out, or Alembic proposes to
+drop them::
 
-    from mrl_pg.migrate import VERSION_TABLE
-
-    def include_name(name, type_, parent_names):
-        return not (type_ == "table" and name == VERSION_TABLE)
+    from mrl_pg.migrate import include_name
 
     context.configure(..., include_name=include_name)
 
@@ -58,6 +56,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+import psycopg
 from pgvector.sqlalchemy import HALFVEC, VECTOR
 from psycopg import sql
 from sqlalchemy import (
@@ -94,6 +93,7 @@ from .query import (
     scan_settings,
 )
 from .schema import TOAST_TUPLE_TARGET, check_constraints, prefix_expression, render
+from .tuning import DEFAULT_TUNING, SearchTuning, load_tuning, load_tuning_async
 from .vectors import as_embedding
 
 if TYPE_CHECKING:  # sqlalchemy.ext.asyncio needs greenlet; sync users need not install it
@@ -231,9 +231,13 @@ def mrl_mixin(config: TableConfig) -> type[MrlMixin]:
 
 
 def _search_params(
-    k: int, oversample: int, offset: int, max_scan_tuples: int | None, ef_search: int | None
+    k: int, oversample: int | None, offset: int, max_scan_tuples: int | None,
+    ef_search: int | None, tuning: SearchTuning = DEFAULT_TUNING,
 ) -> SearchParams:
-    SearchParams(k=k, oversample=oversample, max_scan_tuples=max_scan_tuples, ef_search=ef_search)
+    if oversample is None:
+        oversample = tuning.oversample
+    SearchParams(k=k, oversample=oversample, max_scan_tuples=max_scan_tuples, ef_search=ef_search,
+                 tuning=tuning)
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise InvalidSearchError(f"offset must be a non-negative integer, got {offset!r}")
     if k + offset > MAX_MATCH_COUNT:
@@ -242,7 +246,7 @@ def _search_params(
         )
     # The pool has to hold every row up to the end of the page.
     return SearchParams(k=k + offset, oversample=oversample, max_scan_tuples=max_scan_tuples,
-                        ef_search=ef_search)
+                        ef_search=ef_search, tuning=tuning)
 
 
 def _query(model: type[MrlMixin], query_vector: Any) -> tuple[TableConfig, BindParameter[Any]]:
@@ -267,13 +271,18 @@ def search_select(
     query_vector: Any,
     *,
     k: int = 10,
-    oversample: int = 8,
+    oversample: int | None = None,
     where: Where = (),
     offset: int = 0,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
+    tuning: SearchTuning = DEFAULT_TUNING,
 ) -> Select[_M, float]:
     """The adaptive search as a composable ``SELECT (model, distance)``, settings included.
+
+    ``oversample`` and ``ef_search`` left unset come from ``tuning``: pass
+    :func:`mrl_pg.tuning.load_tuning`'s result to use what ``mrl-pg tune``
+    stored (:func:`search` does).
 
     Same plan as :func:`mrl_pg.query.adaptive_search_sql`: a MATERIALIZED CTE
     takes ``(offset + k) * oversample`` rows matching ``where`` in order of
@@ -287,7 +296,7 @@ def search_select(
     Executing it applies its HNSW settings for that statement only (see the
     module docstring), so ``session.execute(stmt)`` always gets its full pool.
     """
-    params = _search_params(k, oversample, offset, max_scan_tuples, ef_search)
+    params = _search_params(k, oversample, offset, max_scan_tuples, ef_search, tuning)
     config, query = _query(model, query_vector)
     candidates = (
         select(model.id.label("id"),
@@ -336,13 +345,29 @@ def _rows(result: Iterable[Any]) -> list[tuple[Any, float]]:
     return [(row[0], float(row[1])) for row in result]
 
 
+_D = TypeVar("_D")
+
+
+def _psycopg(driver: Any, kind: type[_D]) -> _D:
+    if not isinstance(driver, kind):
+        raise InvalidConfigError(
+            "mrl_pg's ORM search needs the psycopg driver (a postgresql+psycopg:// URL, "
+            f"or mrl_pg.db.create_engine), got {type(driver).__name__}"
+        )
+    return driver
+
+
+def _needs_tuning(oversample: int | None, ef_search: int | None) -> bool:
+    return oversample is None or ef_search is None
+
+
 def search(
     session: Session,
     model: type[_M],
     query_vector: Any,
     *,
     k: int = 10,
-    oversample: int = 8,
+    oversample: int | None = None,
     where: Where = (),
     offset: int = 0,
     max_scan_tuples: int | None = None,
@@ -351,14 +376,22 @@ def search(
     """Adaptive search: ``(model instance, cosine distance)`` pairs, nearest first.
 
     Runs :func:`search_select` in the session's transaction; its settings end
-    with the statement.
+    with the statement. ``oversample`` and ``ef_search`` default to what
+    ``mrl-pg tune`` stored for the table (one extra round trip to read them).
 
     >>> search(session, Document, q, where=[Document.meta["lang"].astext == "en"])  # doctest: +SKIP
     """
-    statement = search_select(model, query_vector, k=k, oversample=oversample, where=where,
-                              offset=offset, max_scan_tuples=max_scan_tuples,
-                              ef_search=ef_search)
+    # Arguments are checked before the session touches the database.
+    search_select(model, query_vector, k=k, oversample=oversample, where=where, offset=offset,
+                  max_scan_tuples=max_scan_tuples, ef_search=ef_search)
     try:
+        tuning = DEFAULT_TUNING
+        if _needs_tuning(oversample, ef_search):
+            driver = session.connection().connection.driver_connection
+            tuning = load_tuning(_psycopg(driver, psycopg.Connection), model._mrl_config())
+        statement = search_select(model, query_vector, k=k, oversample=oversample, where=where,
+                                  offset=offset, max_scan_tuples=max_scan_tuples,
+                                  ef_search=ef_search, tuning=tuning)
         return _rows(session.execute(statement))
     except DBAPIError as exc:
         raise DatabaseError(f"search failed: {exc.orig}") from exc
@@ -381,17 +414,24 @@ async def search_async(
     query_vector: Any,
     *,
     k: int = 10,
-    oversample: int = 8,
+    oversample: int | None = None,
     where: Where = (),
     offset: int = 0,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
 ) -> list[tuple[_M, float]]:
     """Async twin of :func:`search`, for :func:`mrl_pg.db.create_async_engine`."""
-    statement = search_select(model, query_vector, k=k, oversample=oversample, where=where,
-                              offset=offset, max_scan_tuples=max_scan_tuples,
-                              ef_search=ef_search)
+    search_select(model, query_vector, k=k, oversample=oversample, where=where, offset=offset,
+                  max_scan_tuples=max_scan_tuples, ef_search=ef_search)
     try:
+        tuning = DEFAULT_TUNING
+        if _needs_tuning(oversample, ef_search):
+            raw = await (await session.connection()).get_raw_connection()
+            tuning = await load_tuning_async(
+                _psycopg(raw.driver_connection, psycopg.AsyncConnection), model._mrl_config())
+        statement = search_select(model, query_vector, k=k, oversample=oversample, where=where,
+                                  offset=offset, max_scan_tuples=max_scan_tuples,
+                                  ef_search=ef_search, tuning=tuning)
         return _rows(await session.execute(statement))
     except DBAPIError as exc:
         raise DatabaseError(f"search failed: {exc.orig}") from exc

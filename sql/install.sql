@@ -44,6 +44,26 @@ CREATE INDEX "mrl_documents_embedding_prefix_hnsw" ON "mrl_documents" USING hnsw
 
 CREATE INDEX "mrl_documents_metadata_gin" ON "mrl_documents" USING gin (metadata jsonb_path_ops);
 
+CREATE TABLE IF NOT EXISTS "mrl_pg_tuning" (
+    table_name text NOT NULL,
+    k integer NOT NULL,
+    oversample integer NOT NULL,
+    ef_search integer NOT NULL,
+    target_recall double precision,
+    measured_recall double precision,
+    measured_qps double precision,
+    queries integer,
+    table_rows bigint,
+    tuned_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT "mrl_pg_tuning_pkey" PRIMARY KEY (table_name),
+    CONSTRAINT "mrl_pg_tuning_k_range" CHECK (k BETWEEN 1 AND 1000),
+    CONSTRAINT "mrl_pg_tuning_oversample_range" CHECK (oversample >= 1),
+    CONSTRAINT "mrl_pg_tuning_ef_search_range" CHECK (ef_search BETWEEN 1 AND 1000),
+    CONSTRAINT "mrl_pg_tuning_pool_range" CHECK (k::bigint * oversample <= 100000)
+);
+
+GRANT SELECT ON "mrl_pg_tuning" TO PUBLIC;
+
 DO $mrl_pg_install$
 BEGIN
     IF current_schema() IS NULL OR current_schema() !~ '^[a-z_][a-z0-9_]*$' THEN
@@ -54,7 +74,7 @@ BEGIN
     EXECUTE replace('CREATE OR REPLACE FUNCTION "mrl_pg_install_schema"."mrl_search"(
     query_embedding vector,
     match_count integer DEFAULT 10,
-    oversample integer DEFAULT 8,
+    oversample integer DEFAULT NULL::integer,
     filter jsonb DEFAULT ''{}''::jsonb
 )
 RETURNS TABLE (id bigint, external_id text, content text, metadata jsonb, distance double precision)
@@ -68,6 +88,9 @@ SET hnsw.max_scan_tuples = 20000
 AS $mrl_search$
 DECLARE
     pool integer;
+    tuned_k integer;
+    tuned_oversample integer;
+    tuned_ef_search integer;
 BEGIN
     IF query_embedding IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = ''22004'',
@@ -88,11 +111,19 @@ BEGIN
             MESSAGE = ''mrl_search'' || '': match_count must be between 1 and '' || 1000
                 || '', got '' || coalesce(match_count::text, ''NULL'');
     END IF;
-    IF oversample IS NULL OR oversample < 1 THEN
+    IF oversample < 1 THEN
         RAISE EXCEPTION USING ERRCODE = ''22023'',
-            MESSAGE = ''mrl_search'' || '': oversample must be at least 1, got ''
-                || coalesce(oversample::text, ''NULL'');
+            MESSAGE = ''mrl_search'' || '': oversample must be at least 1, got '' || oversample;
     END IF;
+    -- What mrl-pg tune measured for this table, else the product''s default.
+    SELECT t.k, t.oversample, t.ef_search INTO tuned_k, tuned_oversample, tuned_ef_search
+    FROM "mrl_pg_install_schema"."mrl_pg_tuning" AS t WHERE t.table_name = ''mrl_documents'';
+    IF NOT FOUND THEN
+        tuned_k := 10;
+        tuned_oversample := 8;
+        tuned_ef_search := 160;
+    END IF;
+    oversample := coalesce(oversample, tuned_oversample);
     IF match_count::bigint * oversample > 100000 THEN
         RAISE EXCEPTION USING ERRCODE = ''22023'',
             MESSAGE = ''mrl_search'' || '': match_count * oversample must be at most '' || 100000;
@@ -106,11 +137,11 @@ BEGIN
     pool := match_count * oversample;
     -- An HNSW scan returns at most hnsw.ef_search rows; the SET clauses on this
     -- function make these changes end when the function returns.
-    PERFORM set_config(''hnsw.ef_search'', (least(greatest(40, 2 * (pool)::bigint), 1000))::text, true);
+    PERFORM set_config(''hnsw.ef_search'', (least(1000, greatest(least(40, tuned_ef_search), ((tuned_ef_search)::bigint * (pool) + (tuned_k)::bigint * (tuned_oversample) - 1) / ((tuned_k)::bigint * (tuned_oversample)))))::text, true);
     PERFORM set_config(''hnsw.max_scan_tuples'', (greatest(20000, 2 * (pool)::bigint))::text, true);
     RAISE DEBUG USING MESSAGE = ''mrl_search'' || '': pool '' || pool || '', hnsw.ef_search ''
         || current_setting(''hnsw.ef_search'') || '', hnsw.max_scan_tuples ''
-        || current_setting(''hnsw.max_scan_tuples'');
+        || current_setting(''hnsw.max_scan_tuples'') || '', oversample '' || oversample;
 
     IF filter IS NULL OR filter = ''{}''::jsonb THEN
         RETURN QUERY EXECUTE ''WITH candidates AS MATERIALIZED (

@@ -35,9 +35,11 @@ def describe_table(conn: psycopg.Connection[Any], schema: str, table: str) -> di
         oid,
     ).fetchall()
     options = conn.execute("SELECT reloptions FROM pg_class WHERE oid = %s", oid).fetchone()
+    acl = conn.execute("SELECT relacl::text[] FROM pg_class WHERE oid = %s", oid).fetchone()
     strip = f"{schema}."
     return {
         "options": options[0] if options else None,
+        "privileges": acl[0] if acl else None,
         "columns": [tuple(c) for c in columns],
         "constraints": [(n, d.replace(strip, "")) for n, d in constraints],
         "indexes": sorted(

@@ -25,6 +25,7 @@ from mrl_pg.cli._app import cli
 from mrl_pg.config import DEFAULT_TABLE
 from mrl_pg.errors import DatabaseError, PgvectorVersionError
 from mrl_pg.migrate import VERSION_TABLE, alembic_config, current, downgrade, upgrade
+from mrl_pg.tuning import TUNING_TABLE
 from tests.catalog import describe_function, describe_table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,6 +42,7 @@ RELEASED = {
     "0002_search_function.py": "862e125872f9613f47b28ccd084403fee471b3fec72dad446de9384c0b46b445",
     "0003_pgvector_check_and_qualified_search.py":
         "34c2b41317f578ec6b696612ab6aa4e054afe8f39ba31438649690508fa2be4a",
+    "0004_search_tuning.py": "70267a3deabb73c6e241b0cf773116c7a210d6f25632e319dcfde508261cd105",
 }
 
 
@@ -63,7 +65,7 @@ def test_upgrade_downgrade_upgrade_round_trips_cleanly(fresh_database):
     upgrade(fresh_database)
     assert current(fresh_database) == HEAD
     first = _describe(fresh_database)
-    assert _tables(fresh_database) == {DEFAULT_TABLE, VERSION_TABLE}
+    assert _tables(fresh_database) == {DEFAULT_TABLE, VERSION_TABLE, TUNING_TABLE}
     assert _functions(fresh_database) == {"mrl_search"}
 
     downgrade(fresh_database, "base")
@@ -229,6 +231,7 @@ def _catalog(dsn: str, schema: str = "public") -> dict[str, Any]:
     with psycopg.connect(dsn) as conn:
         return {
             "table": describe_table(conn, schema, DEFAULT_TABLE),
+            "tuning": describe_table(conn, schema, TUNING_TABLE),
             "function": describe_function(conn, schema, "mrl_search"),
         }
 

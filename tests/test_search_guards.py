@@ -6,7 +6,8 @@ import numpy as np
 
 import mrl_pg
 from mrl_pg import TableConfig, install
-from mrl_pg.query import EF_SEARCH_RULE, MAX_SCAN_TUPLES_RULE, ef_search_for
+from mrl_pg.query import MAX_SCAN_TUPLES_RULE, ef_search_for
+from mrl_pg.tuning import DEFAULT_TUNING
 from tests.fix_corpus import copy_rows
 
 
@@ -15,7 +16,7 @@ def test_the_documented_settings_rules_hold_at_their_bends():
     max_scan_tuples is pgvector's 20,000, raised to twice the pool."""
     assert [ef_search_for(p) for p in (1, 20, 21, 80, 500, 501, 5000)] == [
         40, 40, 42, 160, 1000, 1000, 1000]
-    assert EF_SEARCH_RULE(80) == 160
+    assert DEFAULT_TUNING.ef_search_for(80) == 160 and DEFAULT_TUNING.oversample == 8
     assert [MAX_SCAN_TUPLES_RULE(p) for p in (80, 10_000, 10_001, 100_000)] == [
         20_000, 20_000, 20_002, 200_000]
 

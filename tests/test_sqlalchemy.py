@@ -37,8 +37,9 @@ from mrl_pg.errors import (
     InvalidSearchError,
     InvalidVectorError,
 )
-from mrl_pg.migrate import VERSION_TABLE, upgrade
+from mrl_pg.migrate import VERSION_TABLE, include_name, upgrade
 from mrl_pg.schema import hnsw_index_ddl, prefix_expression, render
+from mrl_pg.tuning import TUNING_TABLE
 from mrl_pg.sqlalchemy import (
     MrlMixin,
     exact_search,
@@ -186,10 +187,6 @@ def test_a_model_without_a_table_config_is_refused_by_name():
 # --- Alembic -----------------------------------------------------------------------------
 
 
-def skip_version_table(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
-    return not (type_ == "table" and name == VERSION_TABLE)
-
-
 def autogenerate_diffs(engine: Engine, metadata: Any, **opts: Any) -> list[Any]:
     # A computed expression that differs is only a warning in Alembic: make it fail.
     with warnings.catch_warnings(), engine.connect() as connection:
@@ -213,10 +210,11 @@ def test_alembic_check_finds_nothing_to_change_on_a_database_built_by_our_migrat
 
     engine = create_engine(fresh_database)
     try:
-        assert autogenerate_diffs(engine, Base.metadata, include_name=skip_version_table) == []
+        assert autogenerate_diffs(engine, Base.metadata, include_name=include_name) == []
         # Without the filter the module docstring recommends, Alembic would drop our history.
         unfiltered = autogenerate_diffs(engine, Base.metadata)
-        assert [(d[0], d[1].name) for d in unfiltered] == [("remove_table", VERSION_TABLE)]
+        assert sorted((d[0], d[1].name) for d in unfiltered) == [
+            ("remove_table", VERSION_TABLE), ("remove_table", TUNING_TABLE)]
     finally:
         engine.dispose()
 
@@ -230,7 +228,7 @@ def test_alembic_check_finds_nothing_to_change_on_an_installed_table_in_a_schema
     base, _ = make_model(config)
 
     def only_this_schema(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
-        return type_ != "schema" or name == schema
+        return (type_ != "schema" or name == schema) and include_name(name, type_, parent_names)
 
     # search_path left at public, so the test's schema is not the default one
     engine = create_engine(database_dsn)
