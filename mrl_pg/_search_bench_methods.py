@@ -28,8 +28,9 @@ from .client import (
 from .config import TableConfig
 from .errors import DatabaseError
 from .plans import plan_nodes, plan_tree, uses_index
-from .query import ef_search_for, settings_sql
+from .query import settings_sql
 from .schema import prefix_expression
+from .tuning import DEFAULT_TUNING, SearchTuning
 from .vectors import FloatArray, as_embedding
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "BenchTable",
     "Method",
     "default_methods",
+    "tuned_method",
     "run_method",
     "explain_method",
     "check_plan",
@@ -136,6 +138,9 @@ class Method:
     oversample: int | None = None
     product_default: bool = False
     force_index: bool = False
+    tuned: bool = False
+    """Runs as :func:`~mrl_pg.search` with no oversample or ef_search: what ``mrl-pg tune``
+    saved for the table (``oversample``/``ef_search`` record it for the report)."""
 
     def forced(self) -> Method:
         """This method with ``enable_seqscan = off``: what a user does when the planner
@@ -146,13 +151,26 @@ class Method:
         """What the method runs with, for the report (``ef_search`` as the server will see it)."""
         if self.family == ADAPTIVE:
             pool = k * (self.oversample or 1)
-            ef = self.ef_search if self.ef_search is not None else ef_search_for(pool)
-            return {"oversample": self.oversample, "pool": pool, "ef_search": ef}
+            return {"oversample": self.oversample, "pool": pool,
+                    "ef_search": self._adaptive_ef_search(k)}
         if self.family == SUPABASE:
             return {"pool": k * 8, "ef_search": None}  # the server's, 40 unless changed
         if self.force_index:
             return {"ef_search": self.ef_search, "enable_seqscan": 0}
         return {"ef_search": self.ef_search}
+
+
+    def _adaptive_ef_search(self, k: int) -> int:
+        if self.ef_search is not None:
+            return self.ef_search
+        return DEFAULT_TUNING.ef_search_for(k * (self.oversample or DEFAULT_TUNING.oversample))
+
+
+def tuned_method(table: BenchTable, tuning: SearchTuning) -> Method:
+    """Adaptive search as a user runs it once ``mrl-pg tune`` saved ``tuning`` for the table."""
+    return Method(f"{ADAPTIVE} tuned ({tuning.oversample}x, ef={tuning.ef_search})", ADAPTIVE,
+                  table.config.hnsw_index_name, ef_search=tuning.ef_search,
+                  oversample=tuning.oversample, tuned=True)
 
 
 def default_methods(
@@ -176,8 +194,8 @@ def default_methods(
     methods.append(Method(f"{SUPABASE} recipe", SUPABASE, prefix))
     methods += [Method(f"{PREFIX_ONLY} ef={ef}", PREFIX_ONLY, prefix, ef_search=ef)
                 for ef in prefix_ef_search]
-    default_oversample = 8
-    default_ef = ef_search_for(k * default_oversample)
+    default_oversample = DEFAULT_TUNING.oversample
+    default_ef = DEFAULT_TUNING.ef_search_for(k * default_oversample)
     methods += [
         Method(f"{ADAPTIVE} {o}x ef={ef}", ADAPTIVE, prefix, ef_search=ef, oversample=o)
         for o in oversample for ef in adaptive_ef_search
@@ -265,9 +283,12 @@ def run_method(
     config = table.config
     if method.family == EXACT:
         return [str(r.external_id) for r in exact_search(conn, config, query, k=k)]
+    if method.family == ADAPTIVE and method.tuned:
+        return [str(r.external_id) for r in search(conn, config, query, k=k)]
     if method.family == ADAPTIVE:
-        found = search(conn, config, query, k=k, oversample=method.oversample or 8,
-                       ef_search=method.ef_search)
+        found = search(conn, config, query, k=k,
+                       oversample=method.oversample or DEFAULT_TUNING.oversample,
+                       ef_search=method._adaptive_ef_search(k))
         return [str(r.external_id) for r in found]
     vector = as_embedding(query, config.full_dim, prefix_dim=config.prefix_dim,
                           what="query embedding")
@@ -280,9 +301,12 @@ def explain_method(
 ) -> Any:
     """The method's ``EXPLAIN (FORMAT JSON)`` plan under its own settings (parsed)."""
     config = table.config
+    if method.family == ADAPTIVE and method.tuned:
+        return explain(conn, config, query, k=k, analyze=analyze, as_json=True)
     if method.family in (EXACT, ADAPTIVE):
-        return explain(conn, config, query, k=k, oversample=method.oversample or 8,
-                       ef_search=method.ef_search, exact=method.family == EXACT,
+        return explain(conn, config, query, k=k,
+                       oversample=method.oversample or DEFAULT_TUNING.oversample,
+                       ef_search=method._adaptive_ef_search(k), exact=method.family == EXACT,
                        analyze=analyze, as_json=True)
     vector = as_embedding(query, config.full_dim, prefix_dim=config.prefix_dim,
                           what="query embedding")

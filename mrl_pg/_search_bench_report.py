@@ -98,6 +98,22 @@ class MethodResult:
     index_rows: float
     """Rows the method's HNSW scan returned per query (its real candidate pool)."""
     buffer_sample: int
+    tuned: bool = False
+    """Run as a user runs it after ``mrl-pg tune`` (no oversample or ef_search passed)."""
+
+
+@dataclass(frozen=True)
+class TuneSummary:
+    """What ``mrl-pg tune`` chose on the benchmark table, before the timed rounds.
+
+    It takes its queries from the table's rows, not the held-out queries.
+    """
+
+    target_recall: float
+    queries: int
+    recommended: dict[str, int] | None
+    recall_on_rows: float | None
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,7 @@ class SearchBenchReport:
     round_orders: list[list[str]]
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    tuning: TuneSummary | None = None
 
     def method(self, name: str) -> MethodResult:
         for result in self.methods:
@@ -164,9 +181,11 @@ class EqualRecall:
         return self.adaptive.qps[1] / self.single_pass.qps[1]
 
 
-def equal_recall(methods: list[MethodResult]) -> EqualRecall | None:
-    """Compare at the same recall: the product default against single-pass HNSW."""
-    default = next((m for m in methods if m.family == ADAPTIVE and m.product_default), None)
+def equal_recall(methods: list[MethodResult], *, tuned: bool = False) -> EqualRecall | None:
+    """Compare at the same recall: the product default (or, with ``tuned``, the setting
+    ``mrl-pg tune`` saved) against single-pass HNSW."""
+    default = next((m for m in methods if m.family == ADAPTIVE
+                    and (m.tuned if tuned else m.product_default)), None)
     singles = [m for m in methods if m.family == SINGLE_PASS]
     if default is None or not singles:
         return None
@@ -216,7 +235,8 @@ def _method_table(methods: list[MethodResult], k: int) -> list[str]:
                "build s"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in methods:
-        cells = [m.name + (" **(mrl_pg default)**" if m.product_default else ""),
+        cells = [m.name + (" **(mrl_pg default)**" if m.product_default else "")
+                 + (" **(as tuned)**" if m.tuned else ""),
                  f"{m.recall:.3f}"]
         cells += [f"{m.qps[c]:,.1f}" if c in m.qps else "" for c in clients]
         cells += [f"{m.p50_ms:.2f}", f"{m.p99_ms:.2f}", f"{m.buffers_per_query:,.0f}",
@@ -228,8 +248,8 @@ def _method_table(methods: list[MethodResult], k: int) -> list[str]:
     return lines
 
 
-def _equal_recall_lines(methods: list[MethodResult], k: int) -> list[str]:
-    compared = equal_recall(methods)
+def _equal_recall_lines(methods: list[MethodResult], k: int, *, tuned: bool) -> list[str]:
+    compared = equal_recall(methods, tuned=tuned)
     if compared is None:
         return []
     a = compared.adaptive
@@ -254,7 +274,15 @@ def search_markdown(report: SearchBenchReport) -> str:
     rounds = int(report.options.get("rounds", len(report.round_orders)))
     lines = ["## mrl-pg bench", ""] + _header(report.data, report.environment, rounds) + [""]
     lines += _method_table(report.methods, report.data.k) + [""]
-    lines += _equal_recall_lines(report.methods, report.data.k)
+    lines += _equal_recall_lines(report.methods, report.data.k, tuned=False)
+    lines += [""] + _equal_recall_lines(report.methods, report.data.k, tuned=True)
+    if report.tuning is not None:
+        t = report.tuning
+        chose = (f"oversample {t.recommended['oversample']}, ef_search "
+                 f"{t.recommended['ef_search']} (recall {t.recall_on_rows:.3f} on rows)"
+                 if t.recommended else "nothing: no setting reached the target")
+        lines += ["", f"`mrl-pg tune --target-recall {t.target_recall}` on {t.queries} rows of "
+                      f"the table ({t.seconds:.0f} s) chose {chose}."]
     lines += [""] + [
         f"- {i.role} index `{i.name}`: {_mb(i.bytes)}, built in {i.build_seconds:.1f} s "
         f"(max_parallel_maintenance_workers {i.parallel_workers}, maintenance_work_mem "

@@ -225,7 +225,7 @@ def measure(
         index = indexes.get(method.index) if method.index else None
         results.append(MethodResult(
             name=method.name, family=method.family, settings=method.settings(k),
-            product_default=method.product_default, index=method.index,
+            product_default=method.product_default, tuned=method.tuned, index=method.index,
             index_role=index.role if index else None,
             index_bytes=index.bytes if index else 0,
             index_build_seconds=index.build_seconds if index else 0.0,

@@ -37,6 +37,7 @@ from ._search_bench_methods import (
     Method,
     PlanGuardError,
     default_methods,
+    tuned_method,
 )
 from ._search_bench_report import (
     DataInfo,
@@ -46,6 +47,7 @@ from ._search_bench_report import (
     RowsSweepReport,
     SearchBenchReport,
     SweepPoint,
+    TuneSummary,
     search_markdown,
     sweep_markdown,
     to_json,
@@ -64,8 +66,10 @@ from .index import (
 )
 from .ingest import ingest_arrays
 from .install import install
+from .schema import forget_tuning_ddl
 from .query import MAX_EF_SEARCH
 from .synthetic import make_corpus, make_queries
+from .tune import TuneOptions, tune
 
 __all__ = [
     "SearchBenchOptions",
@@ -105,6 +109,10 @@ class SearchBenchOptions:
     """Index the full embedding as halfvec; None: only above pgvector's 2,000-dim vector limit."""
     table: str = "mrl_bench_search"
     keep_table: bool = False
+    tune: bool = True
+    """Run ``mrl-pg tune`` on the table first and measure its choice as a user runs it."""
+    tune_queries: int = 200
+    target_recall: float = 0.99
 
     def __post_init__(self) -> None:
         for name in ("rounds", "k", "buffer_sample"):
@@ -327,6 +335,7 @@ def _drop(conn: psycopg.Connection[Any], options: SearchBenchOptions) -> None:
         with contextlib.suppress(psycopg.Error):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(
                 sql.Identifier(options.table)))
+            conn.execute(forget_tuning_ddl(TableConfig(options.table)))
 
 
 def _options_dict(options: SearchBenchOptions, **extra: Any) -> dict[str, Any]:
@@ -371,6 +380,12 @@ def run_search_bench(
                 "with numpy")
         truth = TrueNeighbours(data.vectors, data.external_ids, data.queries, options.k)
         methods = _methods(loaded.table, options)
+        tuning = None
+        if options.tune:
+            on_step(f"mrl-pg tune --target-recall {options.target_recall} on "
+                    f"{options.tune_queries} rows of the table")
+            tuning, tuned = _tune(conns[0], loaded.table, options, progress)
+            methods += tuned
         on_step(f"measuring {len(methods)} methods, {options.rounds} interleaved rounds")
         measured = measure(
             conns, loaded.table, methods, data.queries, truth, loaded.indexes, k=options.k,
@@ -389,7 +404,26 @@ def run_search_bench(
         load_seconds=loaded.load_seconds, table_bytes=loaded.table_bytes,
         indexes=list(loaded.indexes.values()), methods=measured.results,
         round_orders=measured.round_orders, seconds=time.perf_counter() - started,
+        tuning=tuning,
+        warnings=[] if tuning is None or tuning.recommended else [
+            f"mrl-pg tune found no setting reaching recall {options.target_recall}"],
     )
+
+
+def _tune(
+    conn: psycopg.Connection[Any], table: BenchTable, options: SearchBenchOptions,
+    progress: Progress,
+) -> tuple[TuneSummary, list[Method]]:
+    report = tune(conn, table.config, TuneOptions(
+        k=options.k, target_recall=options.target_recall, queries=options.tune_queries,
+        rounds=1, seed=options.seed), on_progress=progress)
+    best = report.recommended
+    summary = TuneSummary(
+        target_recall=options.target_recall, queries=report.queries,
+        recommended=None if best is None else {"oversample": best.tuning.oversample,
+                                               "ef_search": best.tuning.ef_search},
+        recall_on_rows=None if best is None else best.min_recall, seconds=report.seconds)
+    return summary, [] if best is None else [tuned_method(table, best.tuning)]
 
 
 def _tuned_single_pass(

@@ -153,7 +153,7 @@ def _sample_rows(
             sql.Identifier(config.embedding_column), config.table),
         (wanted,),
     ).fetchall()
-    vectors = np.stack([np.asarray(r[1], dtype=np.float32) for r in rows])
+    vectors = np.stack([np.asarray(r[1].to_numpy(), dtype=np.float32) for r in rows])
     return [r[0] for r in rows], vectors
 
 
@@ -185,7 +185,7 @@ def _plan_check(
 ) -> tuple[bool, str, float]:
     """(walks the prefix index, plan summary, shared buffers per query)."""
     buffers = []
-    uses_index, summary = True, ""
+    walks_index, summary = True, ""
     for query in queries[:max(1, sample)]:
         plan = explain(conn, config, query, k=setting.k, oversample=setting.oversample,
                        ef_search=setting.ef_search, filter=workload.filter, analyze=True,
@@ -194,9 +194,9 @@ def _plan_check(
         buffers.append(float(top.get("Shared Hit Blocks", 0)) +
                        float(top.get("Shared Read Blocks", 0)))
         if not uses_index(plan, config.hnsw_index_name):
-            uses_index = False
+            walks_index = False
             summary = " > ".join(plan_nodes(plan))
-    return uses_index, summary, float(np.mean(buffers))
+    return walks_index, summary, float(np.mean(buffers))
 
 
 def tune(

@@ -17,7 +17,8 @@ from tests.fix_corpus import copy_rows
 GRID = [(1, 1), (1, 8), (10, 2), (19, 1), (20, 1), (21, 1), (10, 8), (499, 1), (500, 1),
         (501, 1), (1000, 1), (250, 8), (1000, 4), (1000, 10), (1000, 11), (1000, 100)]
 TUNINGS = [DEFAULT_TUNING, SearchTuning(oversample=12, ef_search=100, k=10),
-           SearchTuning(oversample=3, ef_search=25, k=7), SearchTuning(oversample=1, ef_search=1000, k=1)]
+           SearchTuning(oversample=3, ef_search=25, k=7),
+           SearchTuning(oversample=1, ef_search=1000, k=1)]
 
 
 def _function_settings(conn, config, function, query, k, oversample):

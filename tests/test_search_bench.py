@@ -31,6 +31,7 @@ from mrl_pg._search_bench_methods import (
     default_methods,
     explain_method,
     run_method,
+    tuned_method,
 )
 from mrl_pg._search_bench_plot import pareto_frontier, plot_search
 from mrl_pg._search_bench_report import (
@@ -54,6 +55,7 @@ from mrl_pg.search_bench import (
     synthetic_data,
     to_json,
 )
+from mrl_pg.tuning import SearchTuning
 
 ROWS, DIM, PREFIX, QUERIES, ROUNDS = 3000, 256, 64, 30, 2
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -101,6 +103,9 @@ def test_every_method_runs_and_appears_in_the_report(report):
     expected = [m.name for m in default_methods(
         table, ef_search=SMALL.ef_search, prefix_ef_search=SMALL.prefix_ef_search,
         oversample=SMALL.oversample, adaptive_ef_search=SMALL.adaptive_ef_search)]
+    assert report.tuning is not None and report.tuning.recommended is not None
+    chosen = SearchTuning(k=10, **report.tuning.recommended)
+    expected.append(tuned_method(table, chosen).name)
     assert [m.name for m in report.methods] == expected
     assert {m.family for m in report.methods} == set(FAMILIES)
     assert sum(m.product_default for m in report.methods) == 1
@@ -113,6 +118,16 @@ def test_every_method_runs_and_appears_in_the_report(report):
         assert m.buffers_per_query > 0 and m.buffer_sample == SMALL.buffer_sample
     markdown = search_markdown(report)
     assert all(f"| {m.name}" in markdown for m in report.methods)
+
+
+def test_the_tune_step_saves_a_setting_and_the_tuned_method_runs_with_it(report):
+    """The tuned method passes no oversample: its pool shows the saved one was read."""
+    assert report.tuning is not None and report.tuning.recommended is not None
+    assert report.tuning.recall_on_rows >= report.tuning.target_recall
+    tuned = next(m for m in report.methods if m.tuned)
+    assert tuned.index_rows == 10 * report.tuning.recommended["oversample"]
+    assert tuned.settings["oversample"] == report.tuning.recommended["oversample"]
+    assert "**(as tuned)**" in search_markdown(report)
 
 
 def test_exact_recall_is_one_and_adaptive_beats_prefix_only(report):

@@ -39,7 +39,6 @@ from mrl_pg.errors import (
 )
 from mrl_pg.migrate import VERSION_TABLE, include_name, upgrade
 from mrl_pg.schema import hnsw_index_ddl, prefix_expression, render
-from mrl_pg.tuning import TUNING_TABLE
 from mrl_pg.sqlalchemy import (
     MrlMixin,
     exact_search,
@@ -51,6 +50,7 @@ from mrl_pg.sqlalchemy import (
     search_select,
     table_args,
 )
+from mrl_pg.tuning import TUNING_TABLE
 from tests.catalog import describe_table
 from tests.fix_corpus import copy_rows
 from tests.planinfo import candidate_limit, index_scans

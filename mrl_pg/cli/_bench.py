@@ -133,10 +133,16 @@ def _write(out: Path, report: SearchBenchReport | RowsSweepReport, markdown: str
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the synthetic data and of the round order.")
 @click.option("--keep-table", is_flag=True, help="Keep the benchmark table afterwards.")
+@click.option("--tune/--no-tune", "run_tune", default=True, show_default=True,
+              help="Run mrl-pg tune on rows of the table first and measure its choice "
+                   "as a user runs it.")
+@click.option("--target-recall", type=float, default=0.99, show_default=True,
+              help="Target recall for the tune step.")
 def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_dim: int,
           vectors: Path | None, queries_file: Path | None, rounds: int, clients: str,
           ef_search: str, prefix_ef_search: str, oversample: str, adaptive_ef_search: str,
-          buffer_sample: int, out: Path | None, seed: int, keep_table: bool) -> None:
+          buffer_sample: int, out: Path | None, seed: int, keep_table: bool, run_tune: bool,
+          target_recall: float) -> None:
     """Compare exact, single-pass HNSW, the Supabase recipe, prefix-only and adaptive search
     side by side on the same data and server, in interleaved rounds.
 
@@ -155,7 +161,8 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
         prefix_ef_search=_counts(prefix_ef_search, "--prefix-ef-search"),
         oversample=_counts(oversample, "--oversample"),
         adaptive_ef_search=_counts(adaptive_ef_search, "--adaptive-ef-search"),
-        buffer_sample=buffer_sample, keep_table=keep_table,
+        buffer_sample=buffer_sample, keep_table=keep_table, tune=run_tune,
+        target_recall=target_recall,
     )
     ui = _Progress()
     ui.step("migrating the database to head")

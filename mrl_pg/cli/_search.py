@@ -66,8 +66,9 @@ def render_table(results: list[SearchResult]) -> str:
 @click.option("--vector", "vector_file", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), help="Query vector from a .npy file instead of text.")
 @click.option("-k", type=int, default=10, show_default=True, help="Results to return.")
-@click.option("--oversample", type=int, default=8, show_default=True,
-              help="Candidates per result taken from the prefix index.")
+@click.option("--oversample", type=int, default=None,
+              help="Candidates per result taken from the prefix index (default: what "
+                   "`mrl-pg tune` saved for the table, else 8).")
 @click.option("--filter", "filter_json", metavar="JSON",
               help='Metadata containment filter, e.g. \'{"lang": "en"}\'.')
 @click.option("--exact", is_flag=True, help="Exact full-dimension search (no index).")
@@ -75,7 +76,7 @@ def render_table(results: list[SearchResult]) -> str:
 @click.option("--model", default=None, help="Embedding model for TEXT.")
 @table_options
 @dsn_option
-def search_command(text: str | None, vector_file: Path | None, k: int, oversample: int,
+def search_command(text: str | None, vector_file: Path | None, k: int, oversample: int | None,
                    filter_json: str | None, exact: bool, as_json: bool, model: str | None,
                    config: TableConfig, dsn: str | None) -> None:
     """Search by TEXT (embedded with the OpenAI SDK) or by --vector FILE.npy."""
