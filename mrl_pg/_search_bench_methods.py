@@ -176,8 +176,8 @@ def tuned_method(table: BenchTable, tuning: SearchTuning) -> Method:
 def default_methods(
     table: BenchTable,
     *,
-    ef_search: Sequence[int] = (40, 60, 80, 120, 200, 400),
-    prefix_ef_search: Sequence[int] = (40, 80, 200, 400),
+    ef_search: Sequence[int] = (40, 60, 80, 120, 200, 400, 800),
+    prefix_ef_search: Sequence[int] = (40, 80, 160, 400),
     oversample: Sequence[int] = (2, 3, 4, 8),
     adaptive_ef_search: Sequence[int] = (40, 80, 160),
     k: int = 10,

@@ -36,6 +36,7 @@ from .query import (
     search_parameters,
     settings_sql,
 )
+from .stages import PREFIX_HNSW, FirstStage
 from .tuning import DEFAULT_TUNING, SearchTuning, load_tuning, load_tuning_async
 from .vectors import FloatArray, as_embedding
 
@@ -88,14 +89,15 @@ def _query_vector(config: TableConfig, query: Any) -> FloatArray:
 
 
 @functools.lru_cache(maxsize=256)
-def _adaptive_statement(config: TableConfig, filtered: bool) -> sql.Composed:
-    # Values are placeholders, so the text depends on the table and the filter only.
+def _adaptive_statement(config: TableConfig, filtered: bool, stage: FirstStage) -> sql.Composed:
+    # Values are placeholders, so the text depends on the table, filter and stage only.
     return adaptive_search_sql(
         config,
         query=sql.Placeholder("query"),
         pool=sql.Placeholder("pool"),
         k=sql.Placeholder("k"),
         filter=sql.Placeholder("filter") if filtered else None,
+        stage=stage,
     )
 
 
@@ -114,11 +116,13 @@ def adaptive_search_statement(
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
     tuning: SearchTuning = DEFAULT_TUNING,
+    stage: FirstStage = PREFIX_HNSW,
 ) -> SearchStatement:
     """The adaptive search for one full-dimension ``query`` as psycopg ``Composed`` + parameters.
 
     ``oversample`` and ``ef_search`` left unset come from ``tuning`` (what
-    :func:`search` reads from the table's ``mrl_pg_tuning`` row).
+    :func:`search` reads from the table's ``mrl_pg_tuning`` row). ``stage``
+    finds the candidates (:mod:`mrl_pg.stages`; its index must exist).
 
     >>> s = adaptive_search_statement(TableConfig(), [1.0] * 1536, k=5)
     >>> s.params["pool"], s.params["k"]
@@ -128,7 +132,7 @@ def adaptive_search_statement(
                           filter=filter, max_scan_tuples=max_scan_tuples, ef_search=ef_search,
                           tuning=tuning)
     values = search_parameters(params) | {"query": _query_vector(config, query)}
-    statement = _adaptive_statement(config, params.has_filter)
+    statement = _adaptive_statement(config, params.has_filter, stage)
     settings = scan_settings(params)
     return SearchStatement(settings=_settings_statement(tuple(settings)), statement=statement,
                            params=values,

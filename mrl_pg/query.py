@@ -17,7 +17,7 @@ from psycopg import sql
 
 from .config import TableConfig
 from .errors import InvalidSearchError
-from .schema import prefix_expression
+from .stages import PREFIX_HNSW, FirstStage
 from .tuning import (
     DEFAULT_TUNING,
     MAX_EF_SEARCH,
@@ -178,11 +178,13 @@ def adaptive_search_sql(
     pool: sql.Composable,
     k: sql.Composable,
     filter: sql.Composable | None = None,
+    stage: FirstStage = PREFIX_HNSW,
 ) -> sql.Composed:
     """The adaptive statement; ``query``/``pool``/``k``/``filter`` are how values are referenced.
 
-    The candidate ORDER BY is exactly the indexed expression (``prefix <=>
-    halfvec``), so the planner can walk the HNSW index. Each candidate carries
+    ``stage`` finds the candidates (:mod:`mrl_pg.stages`); its ORDER BY is
+    exactly its indexed expression (by default ``prefix <=> halfvec``), so
+    the planner can walk its HNSW index. Each candidate carries
     only its id and its full-dimension distance, computed as the index hands
     it over: the 6 kB vector is never copied into the materialized pool. The
     best ``k`` are then joined back to the table for their columns (``k``
@@ -195,7 +197,7 @@ def adaptive_search_sql(
         """WITH candidates AS MATERIALIZED (
     SELECT id, {embedding} <=> {query}::vector AS distance
     FROM {table}{where}
-    ORDER BY {prefix} <=> {query_prefix}
+    ORDER BY {order}
     LIMIT {pool}
 ), best AS MATERIALIZED (
     SELECT id, distance
@@ -210,8 +212,7 @@ ORDER BY best.distance, best.id"""
         embedding=sql.Identifier(config.embedding_column),
         table=config.table,
         where=where,
-        prefix=sql.Identifier(config.prefix_column),
-        query_prefix=prefix_expression(sql.SQL("{}::vector").format(query), config.prefix_dim),
+        order=stage.order_by(config, query),
         pool=pool,
         query=query,
         k=k,

@@ -66,8 +66,8 @@ from .index import (
 )
 from .ingest import ingest_arrays
 from .install import install
-from .schema import forget_tuning_ddl
 from .query import MAX_EF_SEARCH
+from .schema import forget_tuning_ddl
 from .synthetic import make_corpus, make_queries
 from .tune import TuneOptions, tune
 
@@ -100,8 +100,8 @@ class SearchBenchOptions:
     rounds: int = 3
     clients: tuple[int, ...] = (1, 2)
     seed: int = 0
-    ef_search: tuple[int, ...] = (40, 60, 80, 120, 200, 400)
-    prefix_ef_search: tuple[int, ...] = (40, 80, 200, 400)
+    ef_search: tuple[int, ...] = (40, 60, 80, 120, 200, 400, 800)
+    prefix_ef_search: tuple[int, ...] = (40, 80, 160, 400)
     oversample: tuple[int, ...] = (2, 3, 4, 8)
     adaptive_ef_search: tuple[int, ...] = (40, 80, 160)
     buffer_sample: int = 20

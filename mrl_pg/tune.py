@@ -34,6 +34,7 @@ from .errors import DatabaseError, InvalidSearchError
 from .plans import plan_nodes, uses_index
 from .query import SearchParams
 from .tuning import (
+    EF_SEARCH_FLOOR,
     MAX_EF_SEARCH,
     SearchTuning,
     TuningRecord,
@@ -89,8 +90,9 @@ def default_grid(options: TuneOptions) -> list[SearchTuning]:
     grid: set[tuple[int, int]] = set()
     for oversample in options.oversample:
         pool = options.k * oversample
-        efs = options.ef_search or [max(40, pool), 2 * pool, 4 * pool]
-        grid.update((oversample, min(ef, MAX_EF_SEARCH)) for ef in efs)
+        efs = options.ef_search or [min(MAX_EF_SEARCH, f * pool) for f in (1, 2, 4)]
+        grid.update((oversample, max(EF_SEARCH_FLOOR, ef) if not options.ef_search else ef)
+                    for ef in efs)
     return [SearchTuning(oversample=o, ef_search=ef, k=options.k) for o, ef in sorted(grid)]
 
 

@@ -118,9 +118,9 @@ def _write(out: Path, report: SearchBenchReport | RowsSweepReport, markdown: str
               help="Interleaved rounds; every method runs once per round, QPS is the median.")
 @click.option("--clients", default="1,2", show_default=True,
               help="Client counts to measure QPS with (one connection and thread each).")
-@click.option("--ef-search", default="40,60,80,120,200,400", show_default=True,
+@click.option("--ef-search", default="40,60,80,120,200,400,800", show_default=True,
               help="hnsw.ef_search values for single-pass HNSW on the full embedding.")
-@click.option("--prefix-ef-search", default="40,80,200,400", show_default=True,
+@click.option("--prefix-ef-search", default="40,80,160,400", show_default=True,
               help="hnsw.ef_search values for prefix-only HNSW.")
 @click.option("--oversample", default="2,3,4,8", show_default=True,
               help="Oversample values for the adaptive grid.")

@@ -1,0 +1,240 @@
+"""``mrl-pg tune``: it measures, saves the fastest setting meeting the target, and every way
+in (psycopg sync and async, SQLAlchemy sync and async, the SQL function, the CLI) then
+searches with it when the caller leaves oversample unset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from psycopg import sql
+from sqlalchemy.orm import Session
+
+import mrl_pg
+from mrl_pg import TableConfig, install
+from mrl_pg.cli._app import cli
+from mrl_pg.db import create_async_engine, create_engine
+from mrl_pg.errors import InvalidSearchError
+from mrl_pg.synthetic import make_corpus, make_queries
+from mrl_pg.tune import TuneOptions, tune
+from mrl_pg.tuning import (
+    DEFAULT_TUNING,
+    SearchTuning,
+    TuningRecord,
+    clear_tuning,
+    load_tuning,
+    save_tuning,
+)
+from tests.fix_corpus import copy_rows
+from tests.test_sqlalchemy import make_model
+
+DIM, PREFIX, ROWS = 64, 8, 3000
+# A prefix of 8 of 64 dimensions ranks rows poorly, so the pool changes the answer.
+TUNED = SearchTuning(oversample=1, ef_search=40, k=10)
+
+
+@pytest.fixture
+def table(conn, schema):
+    config = TableConfig("docs", full_dim=DIM, prefix_dim=PREFIX, schema=schema)
+    install(conn, config)
+    corpus = make_corpus(ROWS, DIM, seed=11)
+    copy_rows(conn, config, corpus.embeddings, corpus.external_ids)
+    conn.execute(sql.SQL("ANALYZE {}").format(config.table))
+    return config
+
+
+@pytest.fixture
+def queries():
+    return make_queries(20, DIM, seed=11)
+
+
+def _ids(results) -> list[int]:
+    return [r.id for r in results]
+
+
+def test_a_saved_setting_is_what_every_way_in_searches_with(
+    conn, table, queries, schema_dsn, schema, tmp_path
+):
+    explicit_tuned = [_ids(mrl_pg.search(conn, table, q, k=10, oversample=TUNED.oversample,
+                                         ef_search=TUNED.ef_search)) for q in queries]
+    explicit_default = [_ids(mrl_pg.search(conn, table, q, k=10, oversample=8, ef_search=160))
+                        for q in queries]
+    assert explicit_tuned != explicit_default  # the pool changes answers on this table
+    assert [_ids(mrl_pg.search(conn, table, q, k=10)) for q in queries] == explicit_default
+
+    save_tuning(conn, table, TuningRecord(TUNED, target_recall=0.5))
+    assert load_tuning(conn, table) == TUNED
+    assert [_ids(mrl_pg.search(conn, table, q, k=10)) for q in queries] == explicit_tuned
+
+    # SQL function, with and without named arguments
+    function = sql.Identifier(schema, table.search_function_name)
+    for q, expected in zip(queries, explicit_tuned, strict=True):
+        rows = conn.execute(sql.SQL("SELECT id FROM {}(query_embedding => %s, match_count => 10)")
+                            .format(function), (q,)).fetchall()
+        assert [r[0] for r in rows] == expected
+
+    # SQLAlchemy, sync
+    _, model = make_model(table)
+    engine = create_engine(schema_dsn)
+    try:
+        with Session(engine) as session:
+            found = [[doc.id for doc, _ in mrl_pg.sqlalchemy.search(session, model, q, k=10)]
+                     for q in queries]
+    finally:
+        engine.dispose()
+    assert found == explicit_tuned
+
+    # CLI
+    runner = CliRunner()
+    for i in (0, 1):
+        path = str(tmp_path / f"q{i}.npy")
+        np.save(path, queries[i])
+        result = runner.invoke(cli, ["search", "--vector", path, "--json", "--table", "docs",
+                                     "--schema", schema, "--dim", str(DIM), "--prefix-dim",
+                                     str(PREFIX), "--dsn", schema_dsn])
+        assert result.exit_code == 0, result.output
+        assert [json.loads(line)["id"] for line in result.output.splitlines()] == (
+            explicit_tuned[i])
+
+    # An explicit argument still wins over the saved setting.
+    assert _ids(mrl_pg.search(conn, table, queries[0], k=10, oversample=8, ef_search=160)) == (
+        explicit_default[0])
+    assert clear_tuning(conn, table) is True
+    assert load_tuning(conn, table) is DEFAULT_TUNING
+    assert _ids(mrl_pg.search(conn, table, queries[0], k=10)) == explicit_default[0]
+
+
+async def test_the_async_ways_in_read_the_saved_setting_too(
+    conn, aconn, table, queries, schema_dsn
+):
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    explicit = [_ids(mrl_pg.search(conn, table, q, k=10, oversample=1, ef_search=40))
+                for q in queries[:5]]
+    save_tuning(conn, table, TuningRecord(TUNED))
+    assert [_ids(await mrl_pg.search_async(aconn, table, q, k=10)) for q in queries[:5]] == (
+        explicit)
+    _, model = make_model(table)
+    engine = create_async_engine(schema_dsn)
+    try:
+        async with AsyncSession(engine) as session:
+            found = [[d.id for d, _ in await mrl_pg.sqlalchemy.search_async(session, model, q,
+                                                                          k=10)]
+                     for q in queries[:5]]
+    finally:
+        await engine.dispose()
+    assert found == explicit
+
+
+def test_reading_the_setting_inside_a_callers_transaction_leaves_it_open_and_clean(
+    conn, table, queries
+):
+    save_tuning(conn, table, TuningRecord(TUNED))
+    with conn.transaction():
+        mrl_pg.search(conn, table, queries[0], k=10)
+        assert conn.info.transaction_status.name == "INTRANS"
+        assert conn.execute("SHOW hnsw.ef_search").fetchone() == ("40",)  # pgvector's default
+    assert conn.info.transaction_status.name == "IDLE"
+
+
+def test_a_table_without_mrl_pg_tuning_searches_with_the_defaults(conn, table, queries):
+    """A table from before the tuning table existed keeps working after an upgrade."""
+    conn.execute(sql.SQL("DROP TABLE {}").format(table.qualified("mrl_pg_tuning")))
+    expected = _ids(mrl_pg.search(conn, table, queries[0], k=10, oversample=8, ef_search=160))
+    assert _ids(mrl_pg.search(conn, table, queries[0], k=10)) == expected
+
+
+def test_tune_saves_the_fastest_setting_meeting_the_target(conn, table):
+    options = TuneOptions(queries=30, target_recall=0.45, oversample=(1, 4, 16),
+                          ef_search=(40,), rounds=1)
+    report = tune(conn, table, options)
+    assert [r.tuning.oversample for r in report.results] == [1, 4, 16]
+    passing = [r for r in report.results if r.min_recall >= 0.45 and r.uses_index]
+    assert passing, [r.recall for r in report.results]
+    assert report.recommended is max(passing, key=lambda r: r.qps)
+    assert report.saved and load_tuning(conn, table) == report.recommended.tuning
+    assert report.previous is DEFAULT_TUNING
+    row = conn.execute(sql.SQL("SELECT table_rows, queries, target_recall, measured_recall "
+                               "FROM {} WHERE table_name = 'docs'").format(
+                                   table.qualified("mrl_pg_tuning"))).fetchone()
+    assert row == (ROWS, 30, 0.45, pytest.approx(report.recommended.min_recall))
+    # Oversample 1 re-ranks nothing: on this table it cannot be the one chosen.
+    assert report.results[0].min_recall < report.results[-1].min_recall
+
+
+def test_tune_leaves_out_a_setting_whose_plan_leaves_the_index(conn, table):
+    """On 3,000 rows the planner trades the HNSW scan for a sequential scan at high
+    ef_search; such a setting must never be recommended, whatever its recall."""
+    report = tune(conn, table, TuneOptions(queries=10, target_recall=0.1, oversample=(16,),
+                                           ef_search=(40, 1000), rounds=1, dry_run=True))
+    by_ef = {r.tuning.ef_search: r for r in report.results}
+    assert by_ef[40].uses_index
+    assert not by_ef[1000].uses_index and "Seq Scan" in by_ef[1000].plan
+    assert report.recommended is by_ef[40]
+    assert not report.saved and load_tuning(conn, table) is DEFAULT_TUNING
+
+
+def test_tune_with_a_filter_must_meet_the_target_on_both_workloads(conn, table):
+    report = tune(conn, table, TuneOptions(queries=10, target_recall=0.5, oversample=(4,),
+                                           ef_search=(40,), rounds=1, filter={"bucket": 3},
+                                           dry_run=True))
+    assert set(report.results[0].recall) == {"all", "filtered"}
+
+
+def test_the_cli_reports_saves_updates_and_resets(conn, table, schema_dsn, schema):
+    base = ["tune", "--table", "docs", "--schema", schema, "--dim", str(DIM), "--prefix-dim",
+            str(PREFIX), "--dsn", schema_dsn, "--queries", "20", "--rounds", "1",
+            "--ef-search", "40"]
+    runner = CliRunner()
+    dry = runner.invoke(cli, [*base, "--oversample", "2,8", "--target-recall", "0.5",
+                              "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "| 2 | 40 |" in dry.output and "**recommended**" in dry.output
+    assert "would save" in dry.output
+    assert load_tuning(conn, table) is DEFAULT_TUNING
+
+    saved = runner.invoke(cli, [*base, "--oversample", "3", "--target-recall", "0.1"])
+    assert saved.exit_code == 0, saved.output
+    assert load_tuning(conn, table) == SearchTuning(oversample=3, ef_search=40, k=10)
+    # After the data changed, running it again replaces the row.
+    again = runner.invoke(cli, [*base, "--oversample", "5", "--target-recall", "0.1", "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["in_effect"] == {"oversample": 5, "ef_search": 40, "k": 10}
+
+    reset = runner.invoke(cli, ["tune", "--reset", "--table", "docs", "--schema", schema,
+                                "--dim", str(DIM), "--prefix-dim", str(PREFIX), "--dsn",
+                                schema_dsn])
+    assert reset.exit_code == 0 and "removed" in reset.output
+    assert load_tuning(conn, table) is DEFAULT_TUNING
+
+
+def test_when_nothing_meets_the_target_nothing_is_saved_and_the_cli_fails(
+    conn, table, schema_dsn, schema
+):
+    save_tuning(conn, table, TuningRecord(SearchTuning(oversample=6, ef_search=120, k=10)))
+    result = CliRunner().invoke(cli, [
+        "tune", "--table", "docs", "--schema", schema, "--dim", str(DIM), "--prefix-dim",
+        str(PREFIX), "--dsn", schema_dsn, "--queries", "20", "--rounds", "1",
+        "--oversample", "1", "--ef-search", "40", "--target-recall", "1.0"])
+    assert result.exit_code == 1
+    assert "no setting reached recall 1.0" in result.output
+    assert "Traceback" not in result.output
+    assert load_tuning(conn, table) == SearchTuning(oversample=6, ef_search=120, k=10)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"target_recall": 0.0}, "target recall must be in"),
+    ({"target_recall": 1.5}, "target recall must be in"),
+    ({"queries": 0}, "queries must be at least 1"),
+    ({"rounds": 0}, "rounds must be at least 1"),
+    ({"oversample": ()}, "at least one oversample"),
+    ({"oversample": (0,)}, "oversample must be at least 1"),
+    ({"ef_search": (1001,)}, "ef_search must be between 1 and 1000"),
+    ({"k": 0}, "k must be between 1 and 1000"),
+    ({"filter": ["not", "an", "object"]}, "filter must be a JSON object"),
+])
+def test_bad_tune_options_are_refused_before_anything_runs(options, message):
+    with pytest.raises(InvalidSearchError, match=message):
+        TuneOptions(**options)
