@@ -56,8 +56,8 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class TuneOptions:
-    """What to measure. ``ef_search`` None: for each oversample, ef_search at 1, 2 and 4
-    times the pool (at least 40, at most 1000)."""
+    """What to measure. ``ef_search`` None: for each oversample, ef_search 40 (a pool
+    beyond it is filled by the iterative scan) and 1, 2 and 4 times the pool (at most 1000)."""
 
     k: int = 10
     target_recall: float = 0.99
@@ -90,9 +90,9 @@ def default_grid(options: TuneOptions) -> list[SearchTuning]:
     grid: set[tuple[int, int]] = set()
     for oversample in options.oversample:
         pool = options.k * oversample
-        efs = options.ef_search or [min(MAX_EF_SEARCH, f * pool) for f in (1, 2, 4)]
-        grid.update((oversample, max(EF_SEARCH_FLOOR, ef) if not options.ef_search else ef)
-                    for ef in efs)
+        efs = options.ef_search or [EF_SEARCH_FLOOR] + [
+            max(EF_SEARCH_FLOOR, min(MAX_EF_SEARCH, f * pool)) for f in (1, 2, 4)]
+        grid.update((oversample, ef) for ef in efs)
     return [SearchTuning(oversample=o, ef_search=ef, k=options.k) for o, ef in sorted(grid)]
 
 

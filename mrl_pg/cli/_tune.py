@@ -73,7 +73,7 @@ def render_report(report: TuneReport) -> str:
 @click.option("--oversample", default="2,3,4,6,8,12,16,24", show_default=True,
               help="Oversample values to sweep.")
 @click.option("--ef-search", default=None,
-              help="ef_search values to sweep (default: 1, 2 and 4 times each pool).")
+              help="ef_search values to sweep (default: 40, and 1, 2 and 4 times each pool).")
 @click.option("--filter", "filter_json", metavar="JSON",
               help="Also measure with this metadata filter; the setting must meet the "
                    "target with and without it.")
