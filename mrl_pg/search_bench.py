@@ -70,6 +70,7 @@ from .query import MAX_EF_SEARCH
 from .schema import forget_tuning_ddl
 from .synthetic import make_corpus, make_queries
 from .tune import TuneOptions, tune
+from .vectors import load_npy
 
 __all__ = [
     "SearchBenchOptions",
@@ -162,10 +163,7 @@ def synthetic_data(rows: int, full_dim: int, queries: int, *, seed: int = 0) -> 
 
 
 def _load_npy(path: Path | str, what: str) -> npt.NDArray[np.float32]:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InvalidVectorError(f"cannot read {what} {str(path)!r}: {exc}") from exc
+    array = load_npy(path, what)
     if array.ndim != 2 or array.shape[0] < 1:
         raise InvalidVectorError(f"{what} {str(path)!r} must be a 2-D array, got {array.shape}")
     return np.ascontiguousarray(array, dtype=np.float32)

@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from .errors import DimensionMismatchError, InvalidVectorError
 
-__all__ = ["truncate_and_normalize", "as_embedding", "as_embedding_matrix"]
+__all__ = ["truncate_and_normalize", "as_embedding", "as_embedding_matrix", "load_npy"]
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -121,3 +121,43 @@ def _check_finite_nonzero(array: FloatArray, what: str) -> None:
         )
     if not array.any():
         raise InvalidVectorError(f"{what} is the zero vector: cosine distance is undefined for it")
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_npy(path: Any, what: str) -> npt.NDArray[Any]:
+    """A numeric array from a ``.npy`` file, or an :class:`InvalidVectorError` naming the file
+    and the problem (missing, a directory, empty, not a ``.npy`` file, not numbers).
+
+    Pickled object arrays are never loaded: they can run code.
+    """
+    name = str(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_NPY_MAGIC))
+            if not head:
+                raise InvalidVectorError(f"{what} {name!r} is empty")
+            if head != _NPY_MAGIC:
+                raise InvalidVectorError(
+                    f"{what} {name!r} is not a .npy file (it does not start with NumPy's "
+                    "header; save arrays with numpy.save)")
+            handle.seek(0)
+            array: npt.NDArray[Any] = np.asarray(np.load(handle, allow_pickle=False))
+    except IsADirectoryError:
+        raise InvalidVectorError(f"{what} {name!r} is a directory, not a .npy file") from None
+    except FileNotFoundError:
+        raise InvalidVectorError(f"{what} {name!r} does not exist") from None
+    except InvalidVectorError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise InvalidVectorError(
+                f"{what} {name!r} holds Python objects, not numbers; save a float array "
+                "with numpy.save") from None
+        raise InvalidVectorError(f"{what} {name!r} is not a readable .npy file: {exc}") from None
+    except (OSError, EOFError) as exc:
+        raise InvalidVectorError(f"{what} {name!r} is not a readable .npy file: {exc}") from None
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise InvalidVectorError(f"{what} {name!r} holds {array.dtype} values, not real numbers")
+    return array

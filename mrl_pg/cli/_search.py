@@ -7,20 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
 from ..client import SearchResult, exact_search, search
 from ..config import TableConfig
 from ..db import connect
-from ..errors import InvalidSearchError, InvalidVectorError
+from ..errors import InvalidSearchError
+from ..vectors import load_npy
 from ._app import dsn_option, table_options
 
 
 def _load_vector(path: Path) -> Any:
-    try:
-        vector = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise InvalidVectorError(f"{path}: not a readable .npy file ({exc or 'empty'})") from exc
+    vector = load_npy(path, "query vector file")
     if vector.ndim == 2 and vector.shape[0] == 1:
         vector = vector[0]
     return vector
