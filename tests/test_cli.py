@@ -118,4 +118,4 @@ def test_an_unreadable_vector_file_is_named(small_table, tmp_path):
     bad = tmp_path / "bad.npy"
     bad.write_bytes(b"")
     result = CliRunner().invoke(cli, ["search", "--vector", str(bad), *args])
-    assert result.exit_code == 1 and f"{bad}: not a readable .npy file" in result.output
+    assert result.exit_code == 1 and f"{str(bad)!r} is empty" in result.output
