@@ -24,6 +24,7 @@ from .db import (
     create_async_engine,
     create_engine,
 )
+from .delete import DeleteReport, delete_rows
 from .embeddings import AsyncEmbeddingClient, Embedder, EmbeddingClient
 from .errors import (
     DatabaseError,
@@ -73,6 +74,8 @@ __all__ = [
     "Embedder",
     "EmbeddingClient",
     "IngestReport",
+    "DeleteReport",
+    "delete_rows",
     "ingest_arrays",
     "ingest_file",
     "ingest_records",

@@ -1,0 +1,54 @@
+"""``mrl-pg delete``: remove rows by key or metadata filter, with a dry run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..config import TableConfig
+from ..db import connect
+from ..delete import delete_rows
+from ._app import dsn_option, table_options
+from ._search import _parse_filter
+
+
+@click.command(name="delete")
+@click.option("--id", "ids", multiple=True, metavar="KEY",
+              help="external_id of a row to delete (repeat for more).")
+@click.option("--ids-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file of external_ids, one per line.")
+@click.option("--filter", "filter_json", metavar="JSON",
+              help='Delete rows whose metadata contains this object, e.g. \'{"lang": "en"}\'.')
+@click.option("--dry-run", is_flag=True, help="Count the matching rows; delete nothing.")
+@table_options
+@dsn_option
+def delete_command(ids: tuple[str, ...], ids_file: Path | None, filter_json: str | None,
+                   dry_run: bool, config: TableConfig, dsn: str) -> None:
+    """Delete rows by --id/--ids-file, by --filter, or both (rows matching both).
+
+    All matching rows go in one transaction, or none do.
+    """
+    keys: list[str] | None = None
+    if ids or ids_file is not None:
+        keys = list(ids)
+        if ids_file is not None:
+            try:
+                text = ids_file.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise click.BadParameter(f"{ids_file} is not UTF-8 text ({exc.reason})",
+                                         param_hint="--ids-file") from None
+            keys += [line.strip() for line in text.splitlines() if line.strip()]
+    flt = _parse_filter(filter_json)
+    if keys is None and flt is None:
+        raise click.UsageError("name the rows to delete: --id, --ids-file and/or --filter")
+    with connect(dsn, autocommit=True) as conn:
+        report = delete_rows(conn, config, external_ids=keys, filter=flt, dry_run=dry_run)
+    if report.dry_run:
+        click.echo(f"{config.qualified_name}: {report.matched} rows match; nothing deleted "
+                   "(--dry-run)")
+    else:
+        click.echo(f"{config.qualified_name}: deleted {report.deleted} rows")
+
+
+COMMANDS = [delete_command]
