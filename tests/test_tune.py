@@ -238,3 +238,16 @@ def test_when_nothing_meets_the_target_nothing_is_saved_and_the_cli_fails(
 def test_bad_tune_options_are_refused_before_anything_runs(options, message):
     with pytest.raises(InvalidSearchError, match=message):
         TuneOptions(**options)
+
+
+def test_without_the_prefix_index_tune_says_so_and_saves_nothing(conn, table, schema_dsn, schema):
+    from mrl_pg.index import drop_hnsw_index
+
+    drop_hnsw_index(conn, table)
+    result = CliRunner().invoke(cli, [
+        "tune", "--table", "docs", "--schema", schema, "--dim", str(DIM), "--prefix-dim",
+        str(PREFIX), "--dsn", schema_dsn, "--queries", "5", "--rounds", "1",
+        "--oversample", "2", "--ef-search", "40", "--target-recall", "0.1"])
+    assert result.exit_code == 1
+    assert "walks the prefix index" in result.output and "mrl-pg index build" in result.output
+    assert load_tuning(conn, table) is DEFAULT_TUNING

@@ -46,7 +46,11 @@ def render_report(report: TuneReport) -> str:
         f"{report.previous.ef_search} for k={report.previous.k}.",
     ]
     best = report.recommended
-    if best is None:
+    if best is None and not any(r.uses_index for r in report.results):
+        lines.append(
+            f"no setting's plan walks the prefix index {report.config.hnsw_index_name}: is it "
+            "built (`mrl-pg index build`) and the table analyzed? Nothing saved.")
+    elif best is None:
         top = max(report.results, key=lambda r: r.min_recall)
         lines.append(
             f"no setting reached recall {o.target_recall} (best {top.min_recall:.3f} at "
