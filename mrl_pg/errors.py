@@ -88,6 +88,19 @@ class DatabaseError(MrlPgError):
     """PostgreSQL refused an operation; wraps the driver error as ``__cause__``."""
 
 
+class LockTimeoutError(DatabaseError):
+    """A statement gave up waiting for a lock (``lock_timeout``).
+
+    ``holders`` describes the other sessions holding locks on the table, when
+    they could be read (``pid N (state): query``).
+    """
+
+    def __init__(self, message: str, *, holders: list[str]) -> None:
+        super().__init__(message)
+        self.holders = holders
+        self.what = message
+
+
 class DatabaseNotConfiguredError(MrlPgError):
     """No database was named: a library call never starts the embedded server on its own."""
 

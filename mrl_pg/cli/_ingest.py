@@ -11,6 +11,7 @@ import click
 import numpy as np
 import numpy.typing as npt
 import psycopg
+from psycopg import sql
 
 from ..config import DEFAULT_TABLE, TableConfig
 from ..db import connect
@@ -45,6 +46,9 @@ _COUNT_LIMIT_BYTES = 256 * 1024 * 1024
 @click.option("--model", default=None,
               help="Embedding model for records without an embedding "
                    "(default: text-embedding-3-small; OPENAI_API_KEY, OPENAI_BASE_URL).")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Seconds to wait for a row or table lock held by another transaction "
+                   "before failing (0: wait forever).")
 @click.option("--re-embed", is_flag=True,
               help="Embed every record without an embedding, even when the stored row has "
                    "the same content (use after changing model).")
@@ -58,6 +62,7 @@ def ingest(
     commit_each_batch: bool,
     defer_index: bool,
     model: str | None,
+    lock_timeout: float,
     re_embed: bool,
 ) -> None:
     """Insert or update the records of FILE (.jsonl, .ndjson, .csv or .parquet).
@@ -70,6 +75,8 @@ def ingest(
     detect_format(file, format_)
     embedder = _LazyEmbedder(model, config.full_dim)
     with connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(
+            sql.Literal(f"{round(lock_timeout * 1000)}ms")))
         if not _table_exists(conn, config):
             if not create:
                 hint = ("run `mrl-pg migrate` to create it, or pass --create"
