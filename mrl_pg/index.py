@@ -34,6 +34,7 @@ from ._index_memory import (
     fits_in_memory,
 )
 from ._index_progress import IndexProgress, ProgressPoller
+from ._locks import lock_error
 from .config import TableConfig, validate_identifier
 from .errors import DatabaseError, InvalidConfigError, MrlPgError
 from .schema import hnsw_index_ddl
@@ -244,6 +245,15 @@ def build_hnsw_index(
                 conn.execute(_drop_statement(config, concurrently=True))
                 conn.execute(_rename_statement(config))
             status = index_status(conn, config)
+    except psycopg.errors.LockNotAvailable as exc:
+        if concurrently and creating:
+            _recover_concurrent_build(conn, config)
+        raise lock_error(
+            f"could not build index {config.hnsw_index_name}", conn, config,
+            open_transactions=concurrently,
+            why="a concurrent build waits for every transaction older than it to end"
+            if concurrently else "a build without CONCURRENTLY waits for the table's writers",
+        ) from exc
     except psycopg.Error as exc:
         if concurrently and creating:
             _recover_concurrent_build(conn, config)

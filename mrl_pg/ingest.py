@@ -32,6 +32,7 @@ from psycopg.rows import tuple_row
 
 from ._ingest_batches import _Batch, _Spool
 from ._ingest_writer import _Writer
+from ._locks import lock_error
 from .config import TableConfig
 from .embeddings import Embedder
 from .errors import (
@@ -430,61 +431,15 @@ def _database_errors(
     try:
         yield
     except psycopg.errors.LockNotAvailable as exc:
-        raise _lock_error(what, conn, config) from exc
+        raise lock_error(what, conn, config) from exc
     except LockTimeoutError as exc:
         # Raised inside the failed transaction, where nothing could be read; the
         # transaction is over now, so say who holds the lock.
         if exc.holders or conn is None or conn.info.transaction_status != TransactionStatus.IDLE:
             raise
-        raise _lock_error(exc.what, conn, config) from exc.__cause__
+        raise lock_error(exc.what, conn, config) from exc.__cause__
     except psycopg.Error as exc:
         raise DatabaseError(f"{what}: {_one_line(exc)}") from exc
-
-
-def _lock_error(
-    what: str, conn: psycopg.Connection[Any] | None, config: TableConfig | None
-) -> LockTimeoutError:
-    holders = _lock_holders(conn, config) if conn is not None and config else []
-    setting = _setting(conn, "lock_timeout") if conn is not None else None
-    table = config.qualified_name if config else "the table"
-    error = LockTimeoutError(
-        f"{what}: gave up waiting for a lock on {table}"
-        + (f" after lock_timeout = {setting}" if setting else "")
-        + (f"; held by {'; '.join(holders)}" if holders else "")
-        + " (another transaction is writing these rows or altering the table)",
-        holders=holders,
-    )
-    error.what = what
-    return error
-
-
-def _setting(conn: psycopg.Connection[Any], name: str) -> str | None:
-    if conn.info.transaction_status != TransactionStatus.IDLE:
-        return None
-    try:
-        row = conn.execute("SELECT current_setting(%s, true)", (name,)).fetchone()
-    except psycopg.Error:
-        return None
-    return str(row[0]) if row and row[0] else None
-
-
-def _lock_holders(conn: psycopg.Connection[Any], config: TableConfig) -> list[str]:
-    """Other sessions holding a granted lock on the table (read once the wait has failed)."""
-    if conn.info.transaction_status != TransactionStatus.IDLE:
-        return []  # the caller's failed transaction cannot run a query
-    try:
-        rows = conn.execute(
-            """SELECT a.pid, a.state, left(regexp_replace(a.query, '[[:space:]]+', ' ', 'g'), 80)
-               FROM pg_stat_activity a
-               WHERE a.pid <> pg_backend_pid() AND a.pid IN (
-                   SELECT l.pid FROM pg_locks l
-                   WHERE l.granted AND l.relation = to_regclass(%s))
-               ORDER BY a.pid""",
-            (config.table.as_string(conn),),
-        ).fetchall()
-    except psycopg.Error:
-        return []
-    return [f"pid {pid} ({state}): {query}" for pid, state, query in rows]
 
 
 def _one_line(exc: psycopg.Error) -> str:

@@ -81,3 +81,29 @@ def test_the_cli_ingest_gives_up_after_lock_timeout(conn, table, schema, schema_
     assert "gave up waiting for a lock" in result.output and "300ms" in result.output
     assert "Traceback" not in result.output
     assert _checksum(conn, table) == before
+
+
+@pytest.mark.parametrize("concurrently", [False, True])
+def test_an_index_build_under_lock_timeout_names_what_it_waited_for(
+    conn, table, schema_dsn, concurrently
+):
+    from mrl_pg.index import build_hnsw_index, index_status
+
+    with psycopg.connect(schema_dsn) as holder:
+        if concurrently:  # a transaction holding an old snapshot holds up a concurrent build
+            holder.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            holder.execute("SELECT 1")
+        else:  # a writer's lock holds up a plain build
+            holder.execute(sql.SQL("UPDATE {} SET content = 'w' WHERE external_id = 'd1'")
+                           .format(table.table))
+        pid = holder.info.backend_pid
+        conn.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(LockTimeoutError) as caught:
+            build_hnsw_index(conn, table, concurrently=concurrently)
+        holder.rollback()
+    message = str(caught.value)
+    assert f"pid {pid}" in message and "lock_timeout = 200ms" in message, message
+    assert ("waits for every transaction older" in message) == concurrently
+    conn.execute("SET lock_timeout = 0")
+    status = index_status(conn, table)  # never left half-built or invalid
+    assert status.exists and status.valid
