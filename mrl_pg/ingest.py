@@ -164,7 +164,8 @@ def ingest_arrays(
     _check_batch_size(batch_size)
     matrix = as_embedding_matrix(embeddings, config.full_dim, config.prefix_dim)
     n = matrix.shape[0]
-    ids = list(external_ids)
+    # numpy string arrays (np.str_) are str subclasses: store them as plain str.
+    ids = [str(i) if isinstance(i, str) else i for i in external_ids]
     texts: list[str | None] = [None] * n if contents is None else list(contents)
     metas: list[Any] = [None] * n if metadatas is None else list(metadatas)
     for name, values in (("external_ids", ids), ("contents", texts), ("metadatas", metas)):

@@ -189,7 +189,7 @@ def check_columns(
         return lambda message: IngestError(f"row {row}: {message}")
 
     if not all(type(i) is str and i.strip() for i in ids):
-        row = next(r for r, i in enumerate(ids) if not (isinstance(i, str) and i.strip()))
+        row = next(r for r, i in enumerate(ids) if not (type(i) is str and i.strip()))
         raise IngestError(
             f"row {row}: external_id must be a non-empty string, got {_show(ids[row])}"
         )

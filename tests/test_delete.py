@@ -114,3 +114,13 @@ def test_the_cli_deletes_and_dry_runs(conn, table, schema, schema_dsn, tmp_path)
     assert empty.exit_code == 1 and "refusing to delete them all" in empty.output
     assert "Traceback" not in empty.output
     assert _count(conn, config) == 297
+
+
+def test_numpy_string_keys_are_stored_as_plain_strings(conn, table):
+    """Keys drawn from a numpy array (np.str_) once crashed the ingest check."""
+    config, _ = table
+    keys = list(np.array(["d1", "np-new"]))
+    vectors = np.ones((2, DIM), dtype=np.float32)
+    report = ingest_arrays(conn, config, vectors, external_ids=keys)
+    assert (report.inserted, report.updated) == (1, 1)
+    assert {"d1", "np-new"} <= _keys(conn, config)
