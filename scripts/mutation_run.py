@@ -88,6 +88,9 @@ INGEST_GUARDS = "tests/test_ingest_guards.py"
 INDEX = "tests/test_index.py"
 INDEX_REBUILD = "tests/test_index_rebuild.py"
 SERVER = "tests/test_server.py"
+TUNE = "tests/test_tune.py"
+STAGES = "tests/test_stages.py"
+SEARCH_BENCH = "tests/test_search_bench.py"
 
 # query.py feeds all three front ends (psycopg, SQL function, ORM).
 QUERY_TESTS = (SEARCH, SQL_FUNCTION, ORM, THREE_WAYS, SETTINGS_SCOPE, ONE_RULE, TWINS, DB,
@@ -148,6 +151,9 @@ M2 = "migrations/versions/0002_search_function.py"
 G, R, V = "mrl_pg/ingest.py", "mrl_pg/readers.py", "mrl_pg/vectors.py"
 W = "mrl_pg/_ingest_writer.py"  # ingest.py's batch writer (staging, upsert, direct COPY)
 DBM, COMPAT, SRV, IDX = "mrl_pg/db.py", "mrl_pg/compat.py", "mrl_pg/server.py", "mrl_pg/index.py"
+SS = "mrl_pg/_sqlalchemy_settings.py"  # the ORM's settings listeners
+TU, TN, ST = "mrl_pg/tuning.py", "mrl_pg/tune.py", "mrl_pg/stages.py"
+BR, MIG = "mrl_pg/_search_bench_run.py", "mrl_pg/migrate.py"
 
 BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     # --- The adaptive statement and its settings (query.py) ---
@@ -157,13 +163,13 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
         Q, "WITH candidates AS MATERIALIZED (", "WITH candidates AS (", QUERY_TESTS,
     ),
     Mutation(
-        # Since the one-rule refactoring the rule is one object that the SQL function
-        # renders too, so this changes all three front ends at once.
+        # The rule now lives in tuning.py (SearchTuning, scaled by ef_search_for and
+        # rendered by ef_search_sql); the default tuning is read by all three front ends,
+        # so this changes them at once.
         "query-ef-search-equals-pool",
         "hnsw.ef_search = pool instead of 2 x pool: less room for the graph walk, lower recall "
-        "(EF_SEARCH_RULE factor 1; the SQL function renders the same rule)",
-        Q, "EF_SEARCH_RULE = ClampedMultiple(factor=2,",
-        "EF_SEARCH_RULE = ClampedMultiple(factor=1,", QUERY_TESTS,
+        "(default SearchTuning ef_search 80 for a pool of 80; the SQL function renders it too)",
+        TU, "    ef_search: int = 160\n", "    ef_search: int = 80\n", QUERY_TESTS,
     ),
     Mutation(
         "query-no-iterative-scan",
@@ -206,8 +212,8 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "query-rerank-l2-distance",
         "re-rank and reported distance use L2 (<->) instead of cosine (<=>)",
-        Q, "{embedding} <=> {query}::vector AS distance",
-        "{embedding} <-> {query}::vector AS distance", QUERY_TESTS,
+        Q, "SELECT id, {embedding} <=> {query}::vector AS distance",
+        "SELECT id, {embedding} <-> {query}::vector AS distance", QUERY_TESTS,
     ),
     Mutation(
         "query-filter-dropped",
@@ -249,9 +255,9 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "orm-rerank-by-prefix",
         "ORM re-ranks by prefix distance instead of full-dimension cosine",
-        S, "distance = row.embedding.cosine_distance(_query_full(query))",
-        "distance = row.embedding_prefix.cosine_distance(_query_prefix(config, query))",
-        ORM_TESTS,
+        S, 'model.embedding.cosine_distance(_query_full(query)).label("distance"))',
+        'model.embedding_prefix.cosine_distance(_query_prefix(config, query))'
+        '.label("distance"))', ORM_TESTS,
     ),
     Mutation(
         # The refusal is gone by design: on an autocommit connection the ORM now wraps the
@@ -260,7 +266,7 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
         "orm-async-autocommit-unchecked",
         "ORM search on an autocommit connection (sync or async) runs without its own "
         "transaction: the settings do not apply to the search",
-        S, "own = bool(driver.autocommit) and driver.info.transaction_status == "
+        SS, "own = driver.autocommit and driver.info.transaction_status == "
         "TransactionStatus.IDLE", "own = False", ORM_TESTS,
     ),
     Mutation(
@@ -283,9 +289,9 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "function-ef-search-equals-pool",
         "mrl_search sets hnsw.ef_search to the pool instead of twice the pool "
-        "(renders the rule with factor 1; Python keeps 2)",
-        F, 'ef_search=EF_SEARCH_RULE.sql(sql.SQL("pool"))',
-        'ef_search=replace(EF_SEARCH_RULE, factor=1).sql(sql.SQL("pool"))', FUNCTION_TESTS,
+        "(an untuned table gets ef_search 80 for a pool of 80; Python keeps 160)",
+        F, "default_ef_search=sql.Literal(DEFAULT_TUNING.ef_search),",
+        "default_ef_search=sql.Literal(DEFAULT_TUNING.ef_search // 2),", FUNCTION_TESTS,
     ),
     Mutation(
         "function-no-iterative-scan",
@@ -442,8 +448,9 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "orm-settings-not-restored-in-transaction",
         "an ORM search in the session's transaction leaves its settings behind "
-        "(after_cursor_execute skips the restore)",
-        S, "elif not failed:", "elif False:", ORM_TESTS, group=ADDED,
+        "(RESTORE_SETTINGS_SQL not run)",
+        SS, '_run_plain(connection, RESTORE_SETTINGS_SQL, {"names": state["names"], '
+        '"old": state["old"]})', "pass", ORM_TESTS, group=ADDED,
     ),
     Mutation(
         "compat-accepts-pgvector-0.7",
@@ -482,6 +489,130 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
         "ingest-embeds-inside-transaction",
         "a load with an embedder calls the embedding service inside its write transaction",
         G, "elif embedder is None or not idle:", "elif True:", INGEST_TESTS, group=ADDED,
+    ),
+    # --- Per-table tuning (tuning.py, tune.py) and what reads it ---
+    Mutation(
+        "client-ignores-tuning",
+        "psycopg search never reads the table's mrl_pg_tuning row (statement built with the "
+        "defaults)",
+        C, "    if oversample is not None and ef_search is not None:\n        return statement",
+        "    return statement", (TUNE,), within="def _adaptive(", group=ADDED,
+    ),
+    Mutation(
+        "orm-search-ignores-tuning",
+        "ORM search does not read the table's tuning (load_tuning skipped)",
+        S, "tuning = load_tuning(_psycopg(driver, psycopg.Connection), model._mrl_config())",
+        "_psycopg(driver, psycopg.Connection)", (TUNE,), group=ADDED,
+    ),
+    Mutation(
+        "orm-async-search-ignores-tuning",
+        "async ORM search does not read the table's tuning (load_tuning_async skipped)",
+        S, "tuning = await load_tuning_async(", "_ = (", (TUNE,), group=ADDED,
+    ),
+    Mutation(
+        "function-ignores-tuned-row",
+        "mrl_search never reads mrl_pg_tuning (SELECT ... INTO removed): always the defaults",
+        F, "    SELECT t.k, t.oversample, t.ef_search INTO tuned_k, tuned_oversample, "
+        "tuned_ef_search\n    FROM {tuning} AS t WHERE t.table_name = {table_name};\n"
+        "    IF NOT FOUND THEN", "    IF TRUE THEN", (ONE_RULE, TUNE), group=ADDED,
+    ),
+    Mutation(
+        "function-ignores-tuned-oversample",
+        "mrl_search reads the tuned row but takes the default oversample when none is given",
+        F, "oversample := coalesce(oversample, tuned_oversample);",
+        "oversample := coalesce(oversample, {default_oversample});", (ONE_RULE, TUNE),
+        group=ADDED,
+    ),
+    Mutation(
+        "tuning-ef-search-no-floor",
+        "ef_search_for drops its floor of min(40, ef_search): small pools walk a tiny graph",
+        TU, "return min(MAX_EF_SEARCH, max(min(EF_SEARCH_FLOOR, self.ef_search), scaled))",
+        "return min(MAX_EF_SEARCH, scaled)", (ONE_RULE,), group=ADDED,
+    ),
+    Mutation(
+        "tuning-ef-search-rounds-down",
+        "ef_search_for rounds the scaled ef_search down instead of up",
+        TU, "scaled = (self.ef_search * pool + self.pool - 1) // self.pool",
+        "scaled = (self.ef_search * pool) // self.pool", (ONE_RULE,), group=ADDED,
+    ),
+    Mutation(
+        "tuning-ef-search-sql-off-by-one",
+        "ef_search_sql renders ceil division without its - 1: the SQL function sets one more "
+        "than Python on exact multiples",
+        TU, '"(({ef})::bigint * ({pool}) + ({k})::bigint * ({oversample}) - 1) "',
+        '"(({ef})::bigint * ({pool}) + ({k})::bigint * ({oversample})) "', (ONE_RULE,),
+        group=ADDED,
+    ),
+    Mutation(
+        "tuning-save-does-not-replace",
+        "save_tuning does ON CONFLICT DO NOTHING: re-running tune keeps the old row",
+        TU, r'ON CONFLICT \(table_name\) DO UPDATE SET[^"]*',
+        "ON CONFLICT (table_name) DO NOTHING", (TUNE,), regex=True, group=ADDED,
+    ),
+    Mutation(
+        "tune-recommends-slowest",
+        "tune recommends the slowest passing setting (min instead of max QPS)",
+        TN, "recommended = max(passing, key=lambda r: r.qps)",
+        "recommended = min(passing, key=lambda r: r.qps)", (TUNE,), group=ADDED,
+    ),
+    Mutation(
+        "tune-keeps-setting-off-index",
+        "tune may recommend a setting whose plan leaves the prefix index (uses_index ignored)",
+        TN, "result.meets_target = result.uses_index and result.min_recall",
+        "result.meets_target = result.min_recall", (TUNE,), group=ADDED,
+    ),
+    Mutation(
+        "tune-saves-on-dry-run",
+        "tune --dry-run saves its recommendation anyway",
+        TN, "if recommended is not None and not options.dry_run:",
+        "if recommended is not None:", (TUNE,), group=ADDED,
+    ),
+    Mutation(
+        "tune-recall-counts-own-row",
+        "tune's recall counts a sampled row as its own neighbour (flatters every setting)",
+        TN, "    expected = [i for i in truth if i != own]",
+        "    own = None\n    expected = [i for i in truth if i != own]", (TUNE,), group=ADDED,
+    ),
+    Mutation(
+        "schema-forget-tuning-noop",
+        "forget_tuning_ddl deletes nothing: a dropped table's tuning applies to a new table "
+        "of the same name",
+        D, "        DELETE FROM {table} WHERE table_name = {table_name};\n", "        NULL;\n",
+        (*INSTALL_TESTS, TUNE), group=ADDED,
+    ),
+    Mutation(
+        "install-drop-keeps-tuning",
+        "drop_ddl (drop_mrl_table) leaves the dropped table's mrl_pg_tuning row behind",
+        INS, 'sql.SQL("DROP TABLE {}").format(config.table), forget_tuning_ddl(config)]',
+        'sql.SQL("DROP TABLE {}").format(config.table)]', (*INSTALL_TESTS, TUNE), group=ADDED,
+    ),
+    # --- First stages (stages.py) ---
+    Mutation(
+        "stages-binary-orders-by-halfvec",
+        "the binary stage orders by halfvec cosine instead of <~> on the bits: it walks the "
+        "prefix index, not its own",
+        ST, 'return sql.SQL("{} <~> {}").format(\n'
+        "            self._bits(config, sql.Identifier(config.prefix_column)),\n"
+        "            self._bits(config, _query_prefix(config, query)))",
+        'return sql.SQL("{} <=> {}").format(sql.Identifier(config.prefix_column),\n'
+        "                                           _query_prefix(config, query))",
+        (STAGES,), group=ADDED,
+    ),
+    # --- Benchmark run (_search_bench_run.py) ---
+    Mutation(
+        "bench-single-pass-not-forced",
+        "the benchmark re-raises the plan guard for single-pass methods instead of forcing the "
+        "index (seqscan off)",
+        BR, "if method.family != SINGLE_PASS:\n                raise",
+        "if True:\n                raise", (SEARCH_BENCH,), group=ADDED,
+    ),
+    # --- Alembic integration (migrate.py) ---
+    Mutation(
+        "migrate-include-name-version-only",
+        "include_name skips only the version table: alembic check proposes dropping "
+        "mrl_pg_tuning",
+        MIG, 'return not (type_ == "table" and name in OWN_TABLES)',
+        'return not (type_ == "table" and name == VERSION_TABLE)', (ORM,), group=ADDED,
     ),
 )
 

@@ -26,6 +26,7 @@ from mrl_pg._search_bench_methods import (
     SINGLE_PASS,
     SUPABASE,
     BenchTable,
+    Method,
     PlanGuardError,
     check_plan,
     default_methods,
@@ -271,6 +272,22 @@ def test_plan_guard_raises_when_the_index_is_missing(conn, small_table):
             with pytest.raises(PlanGuardError, match=table.config.hnsw_index_name):
                 check_plan(table, method,
                            explain_method(conn, table, method, data.queries[0], 10))
+
+
+def test_when_the_planner_drops_the_full_index_single_pass_is_forced_onto_it(conn, small_table):
+    """On 3,000 rows the planner prefers a sequential scan at ef_search 1000: the user's
+    alternative is enable_seqscan = off, and the report says so in the method's name."""
+    table, data, truth, dsn = small_table
+    method = Method("single-pass ef=1000", SINGLE_PASS, table.full_index_name, ef_search=1000)
+    with pytest.raises(PlanGuardError):
+        check_plan(table, method, explain_method(conn, table, method, data.queries[0], 10))
+    with connect(dsn, autocommit=True) as other:
+        measured = measure([other], table, [method], data.queries, truth, {}, k=10, rounds=1,
+                           clients=(1,), seed=0, buffer_sample=1)
+    (result,) = measured.results
+    assert result.name == "single-pass ef=1000 (seqscan off)"
+    assert result.settings == {"ef_search": 1000, "enable_seqscan": 0}
+    assert any(table.full_index_name in node for node in result.plan_nodes)
 
 
 def test_cli_runs_end_to_end_and_writes_three_files(fresh_database, tmp_path):

@@ -176,6 +176,33 @@ def test_tune_leaves_out_a_setting_whose_plan_leaves_the_index(conn, table):
     assert not report.saved and load_tuning(conn, table) is DEFAULT_TUNING
 
 
+def test_a_setting_whose_plan_leaves_the_index_is_never_saved_even_when_alone(conn, table):
+    report = tune(conn, table, TuneOptions(queries=5, target_recall=0.1, oversample=(16,),
+                                           ef_search=(1000,), rounds=1))
+    (only,) = report.results
+    assert not only.uses_index and only.min_recall >= 0.1  # a sequential scan is exact
+    assert report.recommended is None and not report.saved
+    assert load_tuning(conn, table) is DEFAULT_TUNING
+
+
+def test_a_sampled_row_counts_neither_in_its_truth_nor_in_its_results():
+    from mrl_pg.tune import _recall
+
+    assert _recall([7, 1, 2], [7, 1, 3], own=7) == 0.5  # 1 of its 2 other neighbours
+    assert _recall([1, 2, 3], [1, 2, 4], own=None) == pytest.approx(2 / 3)
+    assert _recall([7], [7], own=7) == 1.0
+
+
+def test_dropping_a_table_forgets_its_tuning(conn, table):
+    from mrl_pg.install import drop_ddl
+
+    save_tuning(conn, table, TuningRecord(TUNED))
+    for statement in drop_ddl(table):
+        conn.execute(statement)
+    install(conn, table)  # a new table of the same name starts from the defaults
+    assert load_tuning(conn, table) is DEFAULT_TUNING
+
+
 def test_tune_with_a_filter_must_meet_the_target_on_both_workloads(conn, table):
     report = tune(conn, table, TuneOptions(queries=10, target_recall=0.5, oversample=(4,),
                                            ef_search=(40,), rounds=1, filter={"bucket": 3},
