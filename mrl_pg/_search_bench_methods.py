@@ -19,6 +19,7 @@ from psycopg import sql
 
 from .client import (
     SearchStatement,
+    adaptive_search_statement,
     exact_search,
     explain,
     explain_statement,
@@ -30,6 +31,7 @@ from .errors import DatabaseError
 from .plans import plan_nodes, plan_tree, uses_index
 from .query import settings_sql
 from .schema import prefix_expression
+from .stages import PREFIX_HNSW, FirstStage
 from .tuning import DEFAULT_TUNING, SearchTuning
 from .vectors import FloatArray, as_embedding
 
@@ -46,6 +48,7 @@ __all__ = [
     "Method",
     "default_methods",
     "tuned_method",
+    "stage_methods",
     "run_method",
     "explain_method",
     "check_plan",
@@ -138,6 +141,8 @@ class Method:
     oversample: int | None = None
     product_default: bool = False
     force_index: bool = False
+    stage: FirstStage = PREFIX_HNSW
+    """Adaptive search's first stage (:mod:`mrl_pg.stages`); ``index`` is its index."""
     tuned: bool = False
     """Runs as :func:`~mrl_pg.search` with no oversample or ef_search: what ``mrl-pg tune``
     saved for the table (``oversample``/``ef_search`` record it for the report)."""
@@ -173,6 +178,16 @@ def tuned_method(table: BenchTable, tuning: SearchTuning) -> Method:
                   oversample=tuning.oversample, tuned=True)
 
 
+def stage_methods(
+    table: BenchTable, stage: FirstStage, *, oversample: Sequence[int],
+    ef_search: Sequence[int],
+) -> list[Method]:
+    """Adaptive search through another first stage, over the same oversample x ef_search grid."""
+    return [Method(f"{ADAPTIVE} {stage.name} {o}x ef={ef}", ADAPTIVE,
+                   stage.index_name(table.config), ef_search=ef, oversample=o, stage=stage)
+            for o in oversample for ef in ef_search]
+
+
 def default_methods(
     table: BenchTable,
     *,
@@ -204,6 +219,12 @@ def default_methods(
     methods.append(Method(f"{ADAPTIVE} default ({default_oversample}x, ef={default_ef})",
                           ADAPTIVE, prefix, oversample=default_oversample, product_default=True))
     return methods
+
+
+def _stage_statement(table: BenchTable, method: Method, query: Any, k: int) -> SearchStatement:
+    return adaptive_search_statement(
+        table.config, query, k=k, oversample=method.oversample or DEFAULT_TUNING.oversample,
+        ef_search=method._adaptive_ef_search(k), stage=method.stage)
 
 
 def _statement(table: BenchTable, method: Method, query: FloatArray, k: int) -> SearchStatement:
@@ -285,6 +306,9 @@ def run_method(
         return [str(r.external_id) for r in exact_search(conn, config, query, k=k)]
     if method.family == ADAPTIVE and method.tuned:
         return [str(r.external_id) for r in search(conn, config, query, k=k)]
+    if method.family == ADAPTIVE and method.stage != PREFIX_HNSW:
+        rows = run_statement(conn, _stage_statement(table, method, query, k))
+        return [str(row[1]) for row in rows]
     if method.family == ADAPTIVE:
         found = search(conn, config, query, k=k,
                        oversample=method.oversample or DEFAULT_TUNING.oversample,
@@ -303,6 +327,9 @@ def explain_method(
     config = table.config
     if method.family == ADAPTIVE and method.tuned:
         return explain(conn, config, query, k=k, analyze=analyze, as_json=True)
+    if method.family == ADAPTIVE and method.stage != PREFIX_HNSW:
+        return explain_statement(conn, _stage_statement(table, method, query, k),
+                                 analyze=analyze, as_json=True)
     if method.family in (EXACT, ADAPTIVE):
         return explain(conn, config, query, k=k,
                        oversample=method.oversample or DEFAULT_TUNING.oversample,

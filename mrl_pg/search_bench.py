@@ -37,6 +37,7 @@ from ._search_bench_methods import (
     Method,
     PlanGuardError,
     default_methods,
+    stage_methods,
     tuned_method,
 )
 from ._search_bench_report import (
@@ -68,6 +69,7 @@ from .ingest import ingest_arrays
 from .install import install
 from .query import MAX_EF_SEARCH
 from .schema import forget_tuning_ddl
+from .stages import BinaryPrefixHnsw
 from .synthetic import make_corpus, make_queries
 from .tune import TuneOptions, tune
 from .vectors import load_npy
@@ -114,6 +116,9 @@ class SearchBenchOptions:
     """Run ``mrl-pg tune`` on the table first and measure its choice as a user runs it."""
     tune_queries: int = 200
     target_recall: float = 0.99
+    binary_stage: bool = False
+    """Also build the binary-quantized prefix index (:class:`~mrl_pg.stages.BinaryPrefixHnsw`)
+    and measure adaptive search through it over the oversample x adaptive ef_search grid."""
 
     def __post_init__(self) -> None:
         for name in ("rounds", "k", "buffer_sample"):
@@ -314,6 +319,14 @@ def _load(
     indexes = {config.hnsw_index_name: _index_info(
         conn, config, config.hnsw_index_name, "prefix", prefix.seconds,
         prefix.maintenance_work_mem, prefix.parallel_workers)}
+    if options.binary_stage:
+        stage = BinaryPrefixHnsw()
+        on_step(f"building the binary-quantized prefix index (bit({config.prefix_dim}))")
+        started = time.perf_counter()
+        conn.execute(stage.index_ddl(config))
+        indexes[stage.index_name(config)] = _index_info(
+            conn, config, stage.index_name(config), "binary prefix",
+            time.perf_counter() - started, 0, 0)
     if full_index:
         kind = f"halfvec({config.full_dim})" if halfvec else f"vector({config.full_dim})"
         on_step(f"building the single-pass HNSW index on the full embedding ({kind})")
@@ -341,10 +354,14 @@ def _options_dict(options: SearchBenchOptions, **extra: Any) -> dict[str, Any]:
 
 
 def _methods(table: BenchTable, options: SearchBenchOptions) -> list[Method]:
-    return default_methods(table, ef_search=options.ef_search,
-                           prefix_ef_search=options.prefix_ef_search,
-                           oversample=options.oversample,
-                           adaptive_ef_search=options.adaptive_ef_search, k=options.k)
+    methods = default_methods(table, ef_search=options.ef_search,
+                              prefix_ef_search=options.prefix_ef_search,
+                              oversample=options.oversample,
+                              adaptive_ef_search=options.adaptive_ef_search, k=options.k)
+    if options.binary_stage:
+        methods += stage_methods(table, BinaryPrefixHnsw(), oversample=options.oversample,
+                                 ef_search=options.adaptive_ef_search)
+    return methods
 
 
 def _clients(dsn: str, options: SearchBenchOptions) -> list[psycopg.Connection[Any]]:

@@ -56,6 +56,7 @@ from mrl_pg.search_bench import (
     synthetic_data,
     to_json,
 )
+from mrl_pg.stages import BinaryPrefixHnsw
 from mrl_pg.tuning import SearchTuning
 
 ROWS, DIM, PREFIX, QUERIES, ROUNDS = 3000, 256, 64, 30, 2
@@ -378,3 +379,20 @@ def test_supabase_statement_is_the_published_recipe_on_our_prefix_column():
     assert '("embedding"::halfvec(3072)) <=> %(query)s::halfvec(3072)' in single_text.as_string(
         None)
     assert "halfvec_cosine_ops" in table.full_index_ddl().as_string(None)
+
+
+def test_another_first_stage_is_measured_beside_the_default_without_a_new_statement(bench_dsn):
+    """--binary-stage: the same grid through the bit(P) index, its own index and plan."""
+    options = SearchBenchOptions(
+        prefix_dim=PREFIX, rounds=1, clients=(1,), ef_search=(40,), prefix_ef_search=(40,),
+        oversample=(4,), adaptive_ef_search=(40,), buffer_sample=2, tune=False,
+        binary_stage=True, table="mrl_bench_binary")
+    data = synthetic_data(ROWS, DIM, 8, seed=6)
+    result = run_search_bench(bench_dsn, data, options)
+    stage = BinaryPrefixHnsw()
+    index = stage.index_name(TableConfig(options.table, full_dim=DIM, prefix_dim=PREFIX))
+    binary = result.method(f"{ADAPTIVE} {stage.name} 4x ef=40")
+    assert binary.index == index and binary.index_role == "binary prefix"
+    assert any(index in node for node in binary.plan_nodes)
+    assert binary.index_rows == 40 and 0.0 < binary.recall <= 1.0
+    assert {i.role for i in result.indexes} == {"prefix", "full", "binary prefix"}
