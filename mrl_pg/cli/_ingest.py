@@ -73,6 +73,8 @@ def ingest(
     unchanged rows are not rewritten, so loading a file again is cheap.
     """
     detect_format(file, format_)
+    if file.stat().st_size == 0:
+        raise click.ClickException(f"{file} is empty: nothing to load")
     embedder = _LazyEmbedder(model, config.full_dim)
     with connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("SET lock_timeout = {}").format(
