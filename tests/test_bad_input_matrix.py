@@ -8,6 +8,7 @@ no traceback, and that the table's row count and content checksum are what they 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -254,5 +255,43 @@ def test_the_cli_names_the_problem_for_search_tune_and_delete(
 
 def test_the_matrix_has_at_least_forty_cases(tmp_path):
     total = (len(API_CASES) + len(ORM_CASES) + len(FUNCTION_CASES) + len(INGEST_CASES) + 2
-             + len(_cli_cases(tmp_path)) + 1)
+             + len(_cli_cases(tmp_path)) + 1 + len(EMBEDDING_CASES))
     assert total >= 40, total
+
+
+# --- the embedding service, through an ingest ------------------------------------------------
+
+def _slow(_request: Any) -> None:
+    time.sleep(1.5)
+
+
+EMBEDDING_CASES = [
+    ("wrong dimension", lambda s: s.return_dimensions(DIM - 1), "dimensions"),
+    ("HTTP 500", lambda s: s.fail_always(status=500), "HTTP 500"),
+    ("a 429 storm", lambda s: s.fail_always(status=429), "max_batch_tokens"),
+    ("a timeout", lambda s: s.on_request(_slow), "did not answer in time"),
+]
+
+
+@pytest.mark.parametrize(("case", "breaks", "message"), EMBEDDING_CASES,
+                         ids=[c[0] for c in EMBEDDING_CASES])
+def test_an_embedding_service_failure_is_named_and_writes_nothing(
+    conn, table, openai_server, case, breaks, message
+):
+    from mrl_pg import EmbeddingClient, ingest_records
+    from tests.fix_openai import TEST_API_KEY
+
+    before = _checksum(conn, table)
+    breaks(openai_server)
+    client = EmbeddingClient(base_url=openai_server.base_url, api_key=TEST_API_KEY,
+                             dimensions=DIM, max_retries=1, timeout=0.5)
+    records = [{"external_id": f"e{i}", "content": f"text {i}"} for i in range(3)]
+    try:
+        with pytest.raises(MrlPgError) as caught:
+            ingest_records(conn, table, records, embedder=client)
+    finally:
+        openai_server.on_request(None)
+        client.close()
+    assert message in str(caught.value), str(caught.value)
+    _one_line(str(caught.value))
+    assert _checksum(conn, table) == before
