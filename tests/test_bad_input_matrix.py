@@ -167,6 +167,7 @@ INGEST_CASES: list[tuple[str, str, bytes | None, str]] = [
      _row("n1", metadata=[1]).encode() + b"\n", "metadata"),
     ("an empty file", "empty.jsonl", b"", "empty.jsonl"),
     ("a file that does not exist", "absent.jsonl", None, "absent.jsonl"),
+    ("a directory", "folder.jsonl", b"DIR", "folder.jsonl"),
 ]
 
 
@@ -178,7 +179,9 @@ def test_cli_ingest_names_the_problem_and_writes_nothing(
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     before = _checksum(conn, table)
     path: Path = tmp_path / name
-    if content is not None:
+    if content == b"DIR":
+        path.mkdir()
+    elif content is not None:
         path.write_bytes(content)
     result = CliRunner().invoke(cli, [
         "ingest", str(path), "--dsn", schema_dsn, "--table", "docs", "--schema", schema,
@@ -236,6 +239,33 @@ def _cli_cases(tmp_path: Path) -> list[tuple[str, list[str], str]]:
     ]
 
 
+HOSTILE_NAMES = ['docs"', "docs; DROP TABLE docs", "docs --", "do\x00cs", "d\u043ecs", "Docs",
+                 "select"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_a_hostile_table_name_is_refused_before_any_sql(conn, table, schema_dsn, name, tmp_path):
+    before = _checksum(conn, table)
+    np.save(tmp_path / "q.npy", np.ones(DIM, dtype=np.float32))
+    for args in (["search", "--vector", str(tmp_path / "q.npy")], ["delete", "--id", "d1"],
+                 ["tune", "--queries", "5"]):
+        result = CliRunner().invoke(cli, [*args, "--dsn", schema_dsn, "--table", name,
+                                          "--dim", str(DIM), "--prefix-dim", str(PREFIX)])
+        assert result.exit_code == 1 and "invalid table name" in result.output, result.output
+        _one_line(result.output)
+    with pytest.raises(MrlPgError, match="invalid table name"):
+        TableConfig(name, full_dim=DIM, prefix_dim=PREFIX)
+    assert _checksum(conn, table) == before
+
+
+def test_a_hostile_metadata_key_is_data_not_sql(conn, table):
+    before = _checksum(conn, table)
+    for key in ["lang'; DROP TABLE docs; --", 'a"b', "k\u0430y"]:
+        assert mrl_pg.search(conn, table, GOOD, k=5, filter={key: "en"}) == []
+        assert mrl_pg.delete_rows(conn, table, filter={key: "en"}).deleted == 0
+    assert _checksum(conn, table) == before
+
+
 def test_the_cli_names_the_problem_for_search_tune_and_delete(
     conn, table, schema, schema_dsn, tmp_path
 ):
@@ -255,7 +285,7 @@ def test_the_cli_names_the_problem_for_search_tune_and_delete(
 
 def test_the_matrix_has_at_least_forty_cases(tmp_path):
     total = (len(API_CASES) + len(ORM_CASES) + len(FUNCTION_CASES) + len(INGEST_CASES) + 2
-             + len(_cli_cases(tmp_path)) + 1 + len(EMBEDDING_CASES))
+             + len(_cli_cases(tmp_path)) + 1 + len(EMBEDDING_CASES) + len(HOSTILE_NAMES) + 3)
     assert total >= 40, total
 
 
