@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +11,7 @@ from psycopg import sql
 
 from .config import TableConfig
 from .errors import DatabaseError, InvalidSearchError
+from .query import filter_to_json
 
 __all__ = ["DeleteReport", "delete_rows"]
 
@@ -38,16 +38,10 @@ def _keys(external_ids: Sequence[str]) -> list[str]:
 
 
 def _filter_json(filter: Mapping[str, Any]) -> str:
-    if not isinstance(filter, Mapping):
-        raise InvalidSearchError(
-            f"filter must be a JSON object (a mapping), got {type(filter).__name__}")
-    if not filter:
+    if isinstance(filter, Mapping) and not filter:
         raise InvalidSearchError(
             "an empty filter matches every row; refusing to delete them all")
-    try:
-        return json.dumps(dict(filter), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidSearchError(f"filter cannot be encoded as JSON: {exc}") from None
+    return filter_to_json(filter)
 
 
 def delete_rows(

@@ -39,6 +39,7 @@ __all__ = [
     "settings_sql",
     "RESTORE_SETTINGS_SQL",
     "ef_search_for",
+    "filter_to_json",
     "ClampedMultiple",
     "MAX_SCAN_TUPLES_RULE",
 ]
@@ -140,10 +141,7 @@ class SearchParams:
     @property
     def filter_json(self) -> str:
         """The filter as JSON text, sent as a parameter: keys and values are data, never SQL."""
-        try:
-            return json.dumps(dict(self.filter or {}), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidSearchError(f"filter cannot be encoded as JSON: {exc}") from None
+        return filter_to_json(self.filter or {})
 
     @property
     def hnsw_ef_search(self) -> int:
@@ -158,6 +156,18 @@ class SearchParams:
         if self.max_scan_tuples is not None:
             return self.max_scan_tuples
         return MAX_SCAN_TUPLES_RULE(self.pool)
+
+
+def filter_to_json(filter: Mapping[str, Any]) -> str:
+    """A metadata filter as JSON text for ``metadata @> %s::jsonb``, or an
+    :class:`InvalidSearchError` naming why it is not a JSON object JSON can encode."""
+    if not isinstance(filter, Mapping):
+        raise InvalidSearchError(
+            f"filter must be a JSON object (a mapping), got {type(filter).__name__}")
+    try:
+        return json.dumps(dict(filter), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidSearchError(f"filter cannot be encoded as JSON: {exc}") from None
 
 
 def ef_search_for(pool: int) -> int:
