@@ -86,25 +86,30 @@ def test_load_benchmark_reports_what_it_loaded_and_the_time_it_took(conn, monkey
     slack = 0.005
     assert first <= report.ingest_seconds <= first + slack
     assert again <= report.reload_seconds <= again + slack
-    assert copy_alone / 2 <= report.plain_copy_seconds <= copy_alone
-    assert copy_alone / 2 / (first + slack) <= report.ratio <= copy_alone / first
+    # The plain COPY is timed inside the spied call (which also creates its table), so only
+    # the upper bound is structural; a lower bound in wall-clock time is machine noise.
+    assert 0 < report.plain_copy_seconds <= copy_alone
+    assert 0 < report.ratio <= copy_alone / first
     assert report.ratio == pytest.approx(report.plain_copy_seconds / report.ingest_seconds)
 
 
 def test_index_benchmark_reports_the_rows_and_size_of_the_index_it_built(conn, monkeypatch):
-    def measure(built: Any) -> tuple[int, int]:
+    def measure(built: Any) -> tuple[int, int, float]:
         row = conn.execute(
             "SELECT count(*), pg_relation_size('mrl_bench_index_embedding_prefix_hnsw') "
             "FROM mrl_bench_index"
         ).fetchone()
-        return int(row[0]), int(row[1])
+        return int(row[0]), int(row[1]), built.seconds
 
     build = Spy(bench.build_hnsw_index, after=measure)
     monkeypatch.setattr(bench, "build_hnsw_index", build)
     results = bench.bench_index(conn, sizes=(400, 900), full_dim=256, prefix_dim=64)
 
     assert [r.rows for r in results] == [400, 900]
-    assert [seen for _, seen in build.seen] == [(r.rows, r.index_bytes) for r in results]
+    # Each figure is the build's own report (its timer runs inside the spied call).
+    assert [seen for _, seen in build.seen] == [
+        (r.rows, r.index_bytes, r.seconds) for r in results
+    ]
     assert all(r.index_bytes > 8192 for r in results)
     for result, (alone, _) in zip(results, build.spans, strict=True):
-        assert alone / 2 <= result.seconds <= alone
+        assert 0 < result.seconds <= alone

@@ -105,9 +105,7 @@ def test_adaptive_recall_at_10_against_exact_is_at_least_098(corpus, corpus_conn
     mean = float(np.mean(recalls))
     print(f"\nrecall@10 adaptive 8x vs exact over 100 queries on 20,000 x 1536: {mean:.4f}; "
           f"mean latency adaptive {np.mean(adaptive_ms):.1f} ms, exact {np.mean(exact_ms):.1f} ms")
-    assert mean >= 0.98
-    # The one timing assertion in the suite: the gap is 5x or more, so it does not flake.
-    assert np.mean(adaptive_ms) < np.mean(exact_ms)
+    assert mean >= 0.98  # speed is the benchmark's business: unit tests do not time things
 
 
 def test_exact_search_matches_numpy_brute_force(corpus, corpus_conn):
