@@ -66,7 +66,7 @@ class _Writer:
             "SELECT a.attname, a.atttypmod FROM pg_attribute a"
             " WHERE a.attrelid = to_regclass(%s) AND a.attname = ANY(%s) AND NOT a.attisdropped",
             (config.table.as_string(self._conn),
-             [config.embedding_column, config.prefix_column]),
+             [config.embedding_column, config.stored_prefix_column]),
         ).fetchall()
         typmods: dict[str, int] = dict(found)
         if not typmods:
@@ -75,7 +75,7 @@ class _Writer:
             if not exists or not exists[0]:
                 raise DatabaseError(f"table {config.qualified_name} does not exist")
         n = typmods.get(config.embedding_column)
-        p = typmods.get(config.prefix_column)
+        p = typmods.get(config.stored_prefix_column)
         if (n, p) != (config.full_dim, config.prefix_dim):
             raise InvalidConfigError(
                 f"table {config.qualified_name} has vector({n}) embeddings and a halfvec({p}) "

@@ -243,7 +243,7 @@ def _statement(table: BenchTable, method: Method, query: FloatArray, k: int) -> 
             settings.append(("enable_seqscan", "off"))
     elif method.family == PREFIX_ONLY:
         distance = sql.SQL("{} <=> {}").format(
-            sql.Identifier(config.prefix_column),
+            sql.Identifier(config.stored_prefix_column),
             prefix_expression(sql.SQL("{}::vector").format(q), config.prefix_dim),
         )
         statement = sql.SQL(
@@ -287,7 +287,7 @@ ORDER BY {embedding} <=> {query}::vector
 LIMIT least({match_count}, 200)"""
     ).format(
         table=config.table,
-        prefix=sql.Identifier(config.prefix_column),
+        prefix=sql.Identifier(config.stored_prefix_column),
         query_prefix=prefix_expression(
             sql.SQL("{}::vector").format(sql.Placeholder("query")), config.prefix_dim
         ),

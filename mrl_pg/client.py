@@ -26,6 +26,7 @@ from psycopg.pq import TransactionStatus
 
 from .config import TableConfig
 from .errors import DatabaseError
+from .filters import ColumnFilter, Shape, compile_where, where_sql
 from .query import (
     EXACT_SETTINGS,
     RESTORE_SETTINGS_SQL,
@@ -57,13 +58,28 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SearchResult:
-    """One row of a search: ``distance`` is full-dimension cosine distance (0 = same direction)."""
+    """One row of a search: the table's returned columns and the full-dimension cosine
+    ``distance`` (0 = same direction).
 
-    id: int
-    external_id: str | None
-    content: str | None
-    metadata: dict[str, Any]
+    Columns read as attributes or items: ``r.id``, ``r.title``, ``r["title"]``;
+    ``r.row`` is the dict of them all, in the table's order.
+    """
+
+    row: dict[str, Any]
     distance: float
+
+    def __getattr__(self, name: str) -> Any:
+        row = self.__dict__.get("row")
+        if row is None or name not in row:
+            raise AttributeError(f"search result has no column {name!r}")
+        return row[name]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.row[name]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The columns and ``distance`` as one dict (what ``mrl-pg search --json`` prints)."""
+        return {**self.row, "distance": self.distance}
 
 
 @dataclass(frozen=True)
@@ -89,14 +105,17 @@ def _query_vector(config: TableConfig, query: Any) -> FloatArray:
 
 
 @functools.lru_cache(maxsize=256)
-def _adaptive_statement(config: TableConfig, filtered: bool, stage: FirstStage) -> sql.Composed:
-    # Values are placeholders, so the text depends on the table, filter and stage only.
+def _adaptive_statement(
+    config: TableConfig, filtered: bool, shape: Shape, stage: FirstStage
+) -> sql.Composed:
+    # Values are placeholders, so the text depends on the table, filters and stage only.
     return adaptive_search_sql(
         config,
         query=sql.Placeholder("query"),
         pool=sql.Placeholder("pool"),
         k=sql.Placeholder("k"),
         filter=sql.Placeholder("filter") if filtered else None,
+        where=where_sql(config, shape),
         stage=stage,
     )
 
@@ -113,6 +132,8 @@ def adaptive_search_statement(
     k: int = 10,
     oversample: int | None = None,
     filter: Mapping[str, Any] | None = None,
+    where: Mapping[str, Any] | ColumnFilter | None = None,
+    tenant: Any = None,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
     tuning: SearchTuning = DEFAULT_TUNING,
@@ -131,12 +152,23 @@ def adaptive_search_statement(
     params = SearchParams(k=k, oversample=tuning.oversample if oversample is None else oversample,
                           filter=filter, max_scan_tuples=max_scan_tuples, ef_search=ef_search,
                           tuning=tuning)
-    values = search_parameters(params) | {"query": _query_vector(config, query)}
-    statement = _adaptive_statement(config, params.has_filter, stage)
+    columns = _column_filter(config, where, tenant)
+    values = search_parameters(params) | columns.params | {"query": _query_vector(config, query)}
+    statement = _adaptive_statement(config, params.has_filter, columns.shape, stage)
     settings = scan_settings(params)
     return SearchStatement(settings=_settings_statement(tuple(settings)), statement=statement,
                            params=values,
                            setting_names=tuple(name for name, _ in settings))
+
+
+def _column_filter(
+    config: TableConfig, where: Mapping[str, Any] | ColumnFilter | None, tenant: Any
+) -> ColumnFilter:
+    if isinstance(where, ColumnFilter):
+        if tenant is not None:
+            return compile_where(config, None, tenant=tenant).merge(where)
+        return where
+    return compile_where(config, where, tenant=tenant)
 
 
 def exact_search_statement(
@@ -145,29 +177,31 @@ def exact_search_statement(
     *,
     k: int = 10,
     filter: Mapping[str, Any] | None = None,
+    where: Mapping[str, Any] | ColumnFilter | None = None,
+    tenant: Any = None,
 ) -> SearchStatement:
     """Exact full-dimension search: index scans off for the transaction, every row compared."""
     params = SearchParams(k=k, oversample=1, filter=filter)
+    columns = _column_filter(config, where, tenant)
     values = {
         "query": _query_vector(config, query),
         "k": params.k,
         "filter": params.filter_json,
-    }
+    } | columns.params
     statement = exact_search_sql(
         config,
         query=sql.Placeholder("query"),
         k=sql.Placeholder("k"),
         filter=sql.Placeholder("filter") if params.has_filter else None,
+        where=where_sql(config, columns.shape),
     )
     return SearchStatement(settings=settings_sql(EXACT_SETTINGS), statement=statement,
                            params=values, setting_names=tuple(n for n, _ in EXACT_SETTINGS))
 
 
-def _rows_to_results(rows: list[tuple[Any, ...]]) -> list[SearchResult]:
-    return [
-        SearchResult(id=r[0], external_id=r[1], content=r[2], metadata=r[3], distance=float(r[4]))
-        for r in rows
-    ]
+def _rows_to_results(config: TableConfig, rows: list[tuple[Any, ...]]) -> list[SearchResult]:
+    names = config.returned_columns
+    return [SearchResult(dict(zip(names, r[:-1], strict=True)), float(r[-1])) for r in rows]
 
 
 def _restore_params(search: SearchStatement, old: tuple[Any, ...] | None) -> dict[str, Any]:
@@ -241,19 +275,22 @@ def _adaptive(
     k: int,
     oversample: int | None,
     filter: Mapping[str, Any] | None,
+    where: Mapping[str, Any] | None,
+    tenant: Any,
     max_scan_tuples: int | None,
     ef_search: int | None,
 ) -> SearchStatement | _Tuned:
     # Built once now, so bad arguments fail before any statement is sent.
+    columns = compile_where(config, where, tenant=tenant)
     statement = adaptive_search_statement(
-        config, query, k=k, oversample=oversample, filter=filter,
+        config, query, k=k, oversample=oversample, filter=filter, where=columns,
         max_scan_tuples=max_scan_tuples, ef_search=ef_search,
     )
     if oversample is not None and ef_search is not None:
         return statement
     vector = statement.params["query"]
     return _Tuned(config, lambda tuning: adaptive_search_statement(
-        config, vector, k=k, oversample=oversample, filter=filter,
+        config, vector, k=k, oversample=oversample, filter=filter, where=columns,
         max_scan_tuples=max_scan_tuples, ef_search=ef_search, tuning=tuning,
     ))
 
@@ -266,6 +303,8 @@ def search(
     k: int = 10,
     oversample: int | None = None,
     filter: Mapping[str, Any] | None = None,
+    where: Mapping[str, Any] | None = None,
+    tenant: Any = None,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
 ) -> list[SearchResult]:
@@ -273,12 +312,17 @@ def search(
 
     ``oversample`` and ``ef_search`` default to what ``mrl-pg tune`` stored for
     the table (:mod:`mrl_pg.tuning`), else 8x and twice the pool; reading them
-    costs one extra round trip, which passing both skips.
+    costs one extra round trip, which passing both skips. ``where`` filters
+    the table's own columns (:mod:`mrl_pg.filters`: equality, IN, ranges,
+    NULL checks), ``filter`` the metadata column by containment, ``tenant``
+    the tenant column; all three apply inside the candidate scan, so ``k``
+    matching rows come back whenever that many exist.
 
     >>> search(conn, TableConfig(), embedding, k=10, filter={"lang": "en"})  # doctest: +SKIP
+    >>> search(conn, articles, embedding, where={"author_id": [5, 7]})  # doctest: +SKIP
     """
-    return _rows_to_results(_run(conn, _adaptive(
-        config, query, k=k, oversample=oversample, filter=filter,
+    return _rows_to_results(config, _run(conn, _adaptive(
+        config, query, k=k, oversample=oversample, filter=filter, where=where, tenant=tenant,
         max_scan_tuples=max_scan_tuples, ef_search=ef_search,
     )))
 
@@ -290,9 +334,13 @@ def exact_search(
     *,
     k: int = 10,
     filter: Mapping[str, Any] | None = None,
+    where: Mapping[str, Any] | None = None,
+    tenant: Any = None,
 ) -> list[SearchResult]:
     """Exact search on the full vectors (sequential scan): ground truth, or for small tables."""
-    return _rows_to_results(_run(conn, exact_search_statement(config, query, k=k, filter=filter)))
+    statement = exact_search_statement(config, query, k=k, filter=filter, where=where,
+                                       tenant=tenant)
+    return _rows_to_results(config, _run(conn, statement))
 
 
 async def search_async(
@@ -303,12 +351,14 @@ async def search_async(
     k: int = 10,
     oversample: int | None = None,
     filter: Mapping[str, Any] | None = None,
+    where: Mapping[str, Any] | None = None,
+    tenant: Any = None,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
 ) -> list[SearchResult]:
     """Async twin of :func:`search`."""
-    return _rows_to_results(await _run_async(conn, _adaptive(
-        config, query, k=k, oversample=oversample, filter=filter,
+    return _rows_to_results(config, await _run_async(conn, _adaptive(
+        config, query, k=k, oversample=oversample, filter=filter, where=where, tenant=tenant,
         max_scan_tuples=max_scan_tuples, ef_search=ef_search,
     )))
 
@@ -320,11 +370,13 @@ async def exact_search_async(
     *,
     k: int = 10,
     filter: Mapping[str, Any] | None = None,
+    where: Mapping[str, Any] | None = None,
+    tenant: Any = None,
 ) -> list[SearchResult]:
     """Async twin of :func:`exact_search`."""
-    return _rows_to_results(
-        await _run_async(conn, exact_search_statement(config, query, k=k, filter=filter))
-    )
+    statement = exact_search_statement(config, query, k=k, filter=filter, where=where,
+                                       tenant=tenant)
+    return _rows_to_results(config, await _run_async(conn, statement))
 
 
 def explain(
@@ -335,6 +387,8 @@ def explain(
     k: int = 10,
     oversample: int | None = None,
     filter: Mapping[str, Any] | None = None,
+    where: Mapping[str, Any] | None = None,
+    tenant: Any = None,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
     exact: bool = False,
@@ -350,10 +404,11 @@ def explain(
     """
     stmt: SearchStatement | _Tuned
     if exact:
-        stmt = exact_search_statement(config, query, k=k, filter=filter)
+        stmt = exact_search_statement(config, query, k=k, filter=filter, where=where,
+                                      tenant=tenant)
     else:
-        stmt = _adaptive(config, query, k=k, oversample=oversample, filter=filter,
-                         max_scan_tuples=max_scan_tuples, ef_search=ef_search)
+        stmt = _adaptive(config, query, k=k, oversample=oversample, filter=filter, where=where,
+                         tenant=tenant, max_scan_tuples=max_scan_tuples, ef_search=ef_search)
     return explain_statement(conn, stmt, analyze=analyze, as_json=as_json)
 
 

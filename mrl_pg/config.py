@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 from sqlalchemy.dialects.postgresql.base import RESERVED_WORDS
 
 from .errors import InvalidConfigError, InvalidIdentifierError
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = [
     "TableConfig",
@@ -18,6 +22,9 @@ __all__ = [
     "MAX_FULL_DIM",
     "MAX_PREFIX_DIM",
     "validate_identifier",
+    "column_name",
+    "ColumnType",
+    "EMBEDDING_TYPES",
 ]
 
 DEFAULT_TABLE = "mrl_documents"
@@ -31,6 +38,43 @@ MAX_PREFIX_DIM = 4000  # pgvector's HNSW limit for halfvec
 _LONGEST_SUFFIX = len("_embedding_prefix_nonzero")
 MAX_TABLE_NAME = 63 - _LONGEST_SUFFIX
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*\Z")
+
+
+EMBEDDING_TYPES = ("vector", "halfvec")
+
+# (column, type schema, type name, array type name): how a filter value is cast.
+ColumnType = tuple[str, str, str, str]
+
+
+def _managed_column_types(tenant_column: str | None) -> tuple[ColumnType, ...]:
+    tenant = ((tenant_column, "pg_catalog", "text", "_text"),) if tenant_column else ()
+    return (
+        ("id", "pg_catalog", "int8", "_int8"),
+        *tenant,
+        ("external_id", "pg_catalog", "text", "_text"),
+        ("content", "pg_catalog", "text", "_text"),
+        ("metadata", "pg_catalog", "jsonb", "_jsonb"),
+        ("created_at", "pg_catalog", "timestamptz", "_timestamptz"),
+    )
+
+
+def _check_column_name(name: object, what: str) -> str:
+    # Columns of an adopted table are the user's own: any name PostgreSQL takes
+    # is passed through sql.Identifier. "$" is refused because the SQL function
+    # body is dollar-quoted.
+    if not isinstance(name, str) or not name or "\0" in name or "$" in name:
+        raise InvalidIdentifierError(f"invalid {what} {name!r}: a column name without NUL or $")
+    if len(name.encode()) > 63:
+        raise InvalidIdentifierError(f"invalid {what} {name!r}: longer than 63 bytes")
+    return name
+
+
+def column_name(*names: str) -> sql.Composable:
+    """A (qualified) column reference as ``quote_ident`` writes it: bare when the name
+    needs no quoting (lower-case, not reserved), else a quoted ``sql.Identifier``."""
+    if all(_IDENTIFIER.match(n) and n not in RESERVED_WORDS for n in names):
+        return sql.SQL(".".join(names))  # names checked just above: nothing to quote
+    return sql.Identifier(*names)
 
 
 def validate_identifier(name: str, *, what: str = "name", max_length: int = 63) -> str:
@@ -71,11 +115,21 @@ class TableConfig:
     schema: str | None = None
     hnsw_m: int = 16
     hnsw_ef_construction: int = 64
+    embedding_column: str = "embedding"
+    embedding_type: str = "vector"
+    prefix_column: str | None = "embedding_prefix"
+    key: tuple[str, ...] = ("id",)
+    columns: tuple[str, ...] | None = None
+    metadata_column: str | None = "metadata"
+    tenant_column: str | None = None
+    column_types: tuple[ColumnType, ...] | None = None
+    adopted: bool = False
 
     def __post_init__(self) -> None:
         validate_identifier(self.name, what="table name", max_length=MAX_TABLE_NAME)
         if self.schema is not None:
             validate_identifier(self.schema, what="schema name")
+        self._check_columns()
         for field, value in (("full_dim", self.full_dim), ("prefix_dim", self.prefix_dim)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidConfigError(f"{field} must be an integer, got {value!r}")
@@ -104,9 +158,114 @@ class TableConfig:
                 f"2 * hnsw_m ({2 * self.hnsw_m})"
             )
 
+    def _check_columns(self) -> None:
+        if self.embedding_type not in EMBEDDING_TYPES:
+            raise InvalidConfigError(
+                f"embedding_type must be one of {', '.join(EMBEDDING_TYPES)}, "
+                f"got {self.embedding_type!r}")
+        if not self.adopted:
+            # mrl_pg's own layout: fixed names, a generated prefix column, an external_id.
+            if self.tenant_column is not None:
+                validate_identifier(self.tenant_column, what="tenant column")
+                if self.tenant_column in {name for name, *_ in _managed_column_types(None)}:
+                    raise InvalidConfigError(
+                        f"tenant column {self.tenant_column!r} is one of mrl_pg's own columns")
+            if (self.embedding_column, self.embedding_type, self.prefix_column, self.key,
+                    self.metadata_column) != ("embedding", "vector", "embedding_prefix",
+                                              ("id",), "metadata") or self.columns is not None \
+                    or self.column_types is not None:
+                raise InvalidConfigError(
+                    "a table mrl_pg creates has fixed columns; describe an existing table "
+                    "with TableConfig.from_table(conn, ...) instead")
+            return
+        if not isinstance(self.key, tuple) or not self.key:
+            raise InvalidConfigError(f"key must be a non-empty tuple of columns, got {self.key!r}")
+        names = [self.embedding_column, *self.key, *(self.columns or ())]
+        names += [n for n in (self.prefix_column, self.metadata_column, self.tenant_column) if n]
+        for name in names:
+            _check_column_name(name, "column name")
+        if "distance" in (self.columns or ()) or "distance" in self.key:
+            raise InvalidConfigError(
+                "a column named 'distance' clashes with the distance every search returns; "
+                "leave it out of the returned columns")
+
+    @classmethod
+    def from_table(
+        cls,
+        conn: psycopg.Connection[Any],
+        table: str,
+        *,
+        embedding: str | None = None,
+        prefix_dim: int | None = None,
+        schema: str | None = None,
+        key: tuple[str, ...] | list[str] | None = None,
+        columns: tuple[str, ...] | list[str] | None = None,
+        metadata: str | None = None,
+        tenant: str | None = None,
+        hnsw_m: int = 16,
+        hnsw_ef_construction: int = 64,
+    ) -> TableConfig:
+        """Describe an existing table from the catalog, to search it where it is.
+
+        ``embedding`` must be a ``vector(N)`` or ``halfvec(N)`` column. Left
+        out, ``embedding`` and ``prefix_dim`` are what the table's adoption
+        recorded (its prefix index), else ``"embedding"`` and 512. ``key``
+        defaults to the primary key (else name the columns of a unique
+        constraint); ``columns`` (what a search returns) defaults to every
+        column but the vectors. The prefix is held by an expression index
+        (``mrl-pg adopt``), not a new column. A missing column or a wrong type
+        raises :class:`~mrl_pg.errors.InvalidConfigError` naming it.
+
+        >>> TableConfig.from_table(conn, "articles", embedding="embedding")  # doctest: +SKIP
+        """
+        from .catalog import describe_existing_table
+
+        return describe_existing_table(
+            conn, table, embedding=embedding, prefix_dim=prefix_dim, schema=schema,
+            key=None if key is None else tuple(key),
+            columns=None if columns is None else tuple(columns), metadata=metadata,
+            tenant=tenant, hnsw_m=hnsw_m, hnsw_ef_construction=hnsw_ef_construction)
+
     # Names of the table and of everything derived from it.
-    embedding_column = "embedding"
-    prefix_column = "embedding_prefix"
+    @property
+    def returned_columns(self) -> tuple[str, ...]:
+        """The columns a search returns, in order (``distance`` comes after them)."""
+        if self.columns is not None:
+            return self.columns
+        if self.adopted:
+            return self.key
+        managed = ("id", "external_id", "content", "metadata")
+        return managed if self.tenant_column is None else ("id", self.tenant_column, *managed[1:])
+
+    @property
+    def filterable_columns(self) -> dict[str, ColumnType]:
+        """Columns a ``where`` filter may name, with the types their values are cast to."""
+        types = self.column_types
+        if types is None:
+            types = () if self.adopted else _managed_column_types(self.tenant_column)
+        return {entry[0]: entry for entry in types}
+
+    @property
+    def upsert_key(self) -> tuple[str, ...]:
+        """What an ingest upserts on: ``external_id`` (per tenant) here, the key when adopted."""
+        if self.adopted:
+            return self.key
+        return ("external_id",) if self.tenant_column is None else (
+            self.tenant_column, "external_id")
+
+    @property
+    def stored_prefix_column(self) -> str:
+        """The generated prefix column; an error for a table whose prefix is an expression."""
+        if self.prefix_column is None:
+            raise InvalidConfigError(
+                f"table {self.qualified_name} holds its prefix in an expression index, "
+                "not a column")
+        return self.prefix_column
+
+    @property
+    def prefix_layout(self) -> str:
+        """``"column"`` (a stored generated column) or ``"expression"`` (an expression index)."""
+        return "expression" if self.prefix_column is None else "column"
 
     @property
     def qualified_name(self) -> str:

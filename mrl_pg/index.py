@@ -481,7 +481,7 @@ def _regclass_text(conn: psycopg.Connection[Any], config: TableConfig) -> str:
 def _count_rows(conn: psycopg.Connection[Any], config: TableConfig) -> int:
     row = conn.execute(
         sql.SQL("SELECT count(*) FROM {} WHERE {} IS NOT NULL").format(
-            config.table, sql.Identifier(config.prefix_column)
+            config.table, sql.Identifier(config.embedding_column)
         )
     ).fetchone()
     return int(row[0]) if row else 0

@@ -15,7 +15,7 @@ from typing import Any
 
 from psycopg import sql
 
-from .config import TableConfig
+from .config import TableConfig, column_name
 from .errors import InvalidSearchError
 from .stages import PREFIX_HNSW, FirstStage
 from .tuning import (
@@ -29,10 +29,10 @@ from .tuning import (
 
 __all__ = [
     "SearchParams",
-    "RESULT_COLUMNS",
     "MAX_MATCH_COUNT",
     "MAX_EF_SEARCH",
     "adaptive_search_sql",
+    "full_distance",
     "exact_search_sql",
     "scan_settings",
     "EXACT_SETTINGS",
@@ -44,7 +44,6 @@ __all__ = [
     "MAX_SCAN_TUPLES_RULE",
 ]
 
-RESULT_COLUMNS = ("id", "external_id", "content", "metadata", "distance")
 DEFAULT_MAX_SCAN_TUPLES = 20_000  # pgvector's default; bounds a filter that matches nothing
 
 
@@ -175,10 +174,35 @@ def ef_search_for(pool: int) -> int:
     return DEFAULT_TUNING.ef_search_for(pool)
 
 
-def _result_select(config: TableConfig, query: sql.Composable) -> sql.Composed:
-    return sql.SQL(
-        "id, external_id, content, metadata, {embedding} <=> {query}::vector AS distance"
-    ).format(embedding=sql.Identifier(config.embedding_column), query=query)
+def _names(names: tuple[str, ...], table: str | None = None) -> sql.Composed:
+    return sql.SQL(", ").join(
+        column_name(table, name) if table else column_name(name) for name in names)
+
+
+def full_distance(config: TableConfig, query: sql.Composable) -> sql.Composed:
+    """Full-dimension cosine distance of the stored embedding to the query vector."""
+    return sql.SQL("{} <=> {}::{}").format(
+        sql.Identifier(config.embedding_column), query, sql.SQL(
+            "halfvec" if config.embedding_type == "halfvec" else "vector"))
+
+
+def _where(
+    config: TableConfig, filter: sql.Composable | None, where: sql.Composable | None,
+    indent: str,
+) -> sql.Composable:
+    conditions: list[sql.Composable] = []
+    if filter is not None:
+        if config.metadata_column is None:
+            raise InvalidSearchError(
+                f"table {config.qualified_name} has no metadata column to filter on; "
+                "filter its columns with where=")
+        conditions.append(sql.SQL("{} @> {}::jsonb").format(
+            column_name(config.metadata_column), filter))
+    if where is not None:
+        conditions.append(where)
+    if not conditions:
+        return sql.SQL("")
+    return sql.SQL(indent + "WHERE {}").format(sql.SQL(" AND ").join(conditions))
 
 
 def adaptive_search_sql(
@@ -188,44 +212,51 @@ def adaptive_search_sql(
     pool: sql.Composable,
     k: sql.Composable,
     filter: sql.Composable | None = None,
+    where: sql.Composable | None = None,
     stage: FirstStage = PREFIX_HNSW,
 ) -> sql.Composed:
     """The adaptive statement; ``query``/``pool``/``k``/``filter`` are how values are referenced.
 
     ``stage`` finds the candidates (:mod:`mrl_pg.stages`); its ORDER BY is
-    exactly its indexed expression (by default ``prefix <=> halfvec``), so
-    the planner can walk its HNSW index. Each candidate carries
-    only its id and its full-dimension distance, computed as the index hands
-    it over: the 6 kB vector is never copied into the materialized pool. The
-    best ``k`` are then joined back to the table for their columns (``k``
-    primary-key lookups). ``MATERIALIZED`` keeps each LIMIT where it is.
+    exactly its indexed expression (by default the prefix column's or the
+    prefix expression's ``<=>`` to the query's prefix), so the planner can
+    walk its HNSW index. ``filter`` (metadata containment) and ``where`` (a
+    predicate on the table's columns, :mod:`mrl_pg.filters`) sit in the
+    candidate scan, so the iterative scan refills the pool with matching rows.
+    Each candidate carries only its key and its full-dimension distance,
+    computed as the index hands it over: the vector is never copied into the
+    materialized pool. The best ``k`` are then joined back to the table for
+    their columns (``k`` key lookups). ``MATERIALIZED`` keeps each LIMIT where it is.
     """
-    where: sql.Composable = sql.SQL("")
-    if filter is not None:
-        where = sql.SQL("\n    WHERE metadata @> {}::jsonb").format(filter)
+    key = config.key
     return sql.SQL(
         """WITH candidates AS MATERIALIZED (
-    SELECT id, {embedding} <=> {query}::vector AS distance
+    SELECT {key}, {distance} AS distance
     FROM {table}{where}
     ORDER BY {order}
     LIMIT {pool}
 ), best AS MATERIALIZED (
-    SELECT id, distance
+    SELECT {key}, distance
     FROM candidates
-    ORDER BY distance, id
+    ORDER BY distance, {key}
     LIMIT {k}
 )
-SELECT t.id, t.external_id, t.content, t.metadata, best.distance
-FROM best JOIN {table} AS t ON t.id = best.id
-ORDER BY best.distance, best.id"""
+SELECT {returned}, best.distance
+FROM best JOIN {table} AS t ON {join}
+ORDER BY best.distance, {best_key}"""
     ).format(
-        embedding=sql.Identifier(config.embedding_column),
+        key=_names(key),
+        distance=full_distance(config, query),
         table=config.table,
-        where=where,
+        where=_where(config, filter, where, "\n    "),
         order=stage.order_by(config, query),
         pool=pool,
-        query=query,
         k=k,
+        returned=_names(config.returned_columns, "t"),
+        join=sql.SQL(" AND ").join(
+            sql.SQL("{} = {}").format(column_name("t", c), column_name("best", c))
+            for c in key),
+        best_key=_names(key, "best"),
     )
 
 
@@ -235,21 +266,21 @@ def exact_search_sql(
     query: sql.Composable,
     k: sql.Composable,
     filter: sql.Composable | None = None,
+    where: sql.Composable | None = None,
 ) -> sql.Composed:
     """Full-dimension cosine over every (filtered) row: ground truth, and fine for small tables.
 
     Its text differs from the adaptive statement's, so a cached plan of one is
     never reused for the other.
     """
-    where: sql.Composable = sql.SQL("")
-    if filter is not None:
-        where = sql.SQL("\nWHERE metadata @> {}::jsonb").format(filter)
     return sql.SQL(
-        """SELECT /* mrl_pg exact */ {result}
+        """SELECT /* mrl_pg exact */ {returned}, {distance} AS distance
 FROM {table}{where}
-ORDER BY distance, id
+ORDER BY distance, {key}
 LIMIT {k}"""
-    ).format(result=_result_select(config, query), table=config.table, where=where, k=k)
+    ).format(returned=_names(config.returned_columns), distance=full_distance(config, query),
+             table=config.table, where=_where(config, filter, where, "\n"),
+             key=_names(config.key), k=k)
 
 
 def scan_settings(params: SearchParams) -> list[tuple[str, str]]:

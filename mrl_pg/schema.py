@@ -14,6 +14,7 @@ from .tuning import MAX_EF_SEARCH, MAX_MATCH_COUNT, MAX_POOL, TUNING_TABLE, tuni
 
 __all__ = [
     "prefix_expression",
+    "indexed_prefix",
     "extension_ddl",
     "pgvector_check_ddl",
     "table_ddl",
@@ -37,6 +38,14 @@ def prefix_expression(source: sql.Composable, prefix_dim: int) -> sql.Composed:
     return sql.SQL("l2_normalize(subvector({source}, 1, {p}))::halfvec({p})").format(
         source=source, p=sql.Literal(prefix_dim)
     )
+
+
+def indexed_prefix(config: TableConfig) -> sql.Composable:
+    """What the prefix HNSW index holds: the stored column, or the prefix expression of the
+    embedding (an adopted table). A search orders by exactly this, or the index is not used."""
+    if config.prefix_column is not None:
+        return sql.Identifier(config.prefix_column)
+    return prefix_expression(sql.Identifier(config.embedding_column), config.prefix_dim)
 
 
 def extension_ddl() -> sql.Composed:
@@ -102,7 +111,7 @@ def table_ddl(config: TableConfig) -> sql.Composed:
     )
     return sql.SQL(
         """CREATE TABLE {table} (
-    id bigint GENERATED ALWAYS AS IDENTITY,
+    id bigint GENERATED ALWAYS AS IDENTITY,{tenant}
     external_id text,
     content text,
     metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb,
@@ -110,32 +119,44 @@ def table_ddl(config: TableConfig) -> sql.Composed:
     {prefix} halfvec({p}) GENERATED ALWAYS AS ({prefix_expr}) STORED,
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT {pkey} PRIMARY KEY (id),
-    CONSTRAINT {external_key} UNIQUE (external_id){checks}
+    CONSTRAINT {external_key} UNIQUE ({upsert_key}){checks}
 ) WITH (toast_tuple_target = {toast_target})"""
     ).format(
         table=config.table,
         embedding=embedding,
-        prefix=sql.Identifier(config.prefix_column),
+        prefix=sql.Identifier(config.stored_prefix_column),
         prefix_expr=prefix_expression(embedding, config.prefix_dim),
         n=sql.Literal(config.full_dim),
         p=sql.Literal(config.prefix_dim),
         pkey=sql.Identifier(config.pkey_name),
         external_key=sql.Identifier(config.external_id_key_name),
+        tenant=sql.SQL("\n    {} text NOT NULL,").format(sql.Identifier(config.tenant_column))
+        if config.tenant_column else sql.SQL(""),
+        upsert_key=sql.SQL(", ").join(
+            sql.Identifier(c) if c != "external_id" else sql.SQL("external_id")
+            for c in config.upsert_key),
         checks=checks,
         toast_target=sql.Literal(TOAST_TUPLE_TARGET),
     )
 
 
-def hnsw_index_ddl(config: TableConfig, *, concurrently: bool = False) -> sql.Composed:
-    """The HNSW index on the unit-length halfvec prefix, cosine distance."""
+def hnsw_index_ddl(
+    config: TableConfig, *, concurrently: bool = False, if_not_exists: bool = False
+) -> sql.Composed:
+    """The HNSW index on the unit-length halfvec prefix, cosine distance: on the stored
+    column, or (an adopted table) on the prefix expression, which needs no new column."""
+    prefix = indexed_prefix(config)
+    if config.prefix_column is None:
+        prefix = sql.SQL("({})").format(prefix)
     return sql.SQL(
-        "CREATE INDEX {concurrently}{name} ON {table} USING hnsw ({prefix} halfvec_cosine_ops) "
-        "WITH (m = {m}, ef_construction = {ef})"
+        "CREATE INDEX {concurrently}{if_not_exists}{name} ON {table} "
+        "USING hnsw ({prefix} halfvec_cosine_ops) WITH (m = {m}, ef_construction = {ef})"
     ).format(
         concurrently=sql.SQL("CONCURRENTLY " if concurrently else ""),
+        if_not_exists=sql.SQL("IF NOT EXISTS " if if_not_exists else ""),
         name=sql.Identifier(config.hnsw_index_name),
         table=config.table,
-        prefix=sql.Identifier(config.prefix_column),
+        prefix=prefix,
         m=sql.Literal(config.hnsw_m),
         ef=sql.Literal(config.hnsw_ef_construction),
     )

@@ -17,12 +17,14 @@ from dataclasses import replace
 
 from psycopg import sql
 
-from .config import TableConfig
+from .config import TableConfig, column_name
 from .query import MAX_SCAN_TUPLES_RULE, adaptive_search_sql
 from .schema import render
 from .tuning import DEFAULT_TUNING, MAX_MATCH_COUNT, MAX_POOL, ef_search_sql, tuning_table
 
-__all__ = ["search_function_ddl", "drop_search_function_ddl", "SEARCH_FUNCTION_ARGS"]
+__all__ = [
+    "search_function_ddl", "drop_search_function_ddl", "SEARCH_FUNCTION_ARGS", "row_contains",
+]
 
 SEARCH_FUNCTION_ARGS = "vector, integer, integer, jsonb"
 
@@ -129,11 +131,44 @@ $mrl_pg_install$"""
     )
 
 
+_MANAGED_TYPES = {"id": "bigint", "external_id": "text", "content": "text", "metadata": "jsonb"}
+
+
+def _result_columns(config: TableConfig) -> sql.Composed:
+    types = config.filterable_columns
+    columns = []
+    for name in config.returned_columns:
+        if config.adopted:
+            _, type_schema, type_name, _ = types[name]
+            type_sql: sql.Composable = sql.Identifier(type_schema, type_name)
+        else:
+            type_sql = sql.SQL(_MANAGED_TYPES.get(name, "text"))  # the tenant column is text
+        columns.append(sql.SQL("{} {}").format(column_name(name), type_sql))
+    return sql.SQL(", ").join([*columns, sql.SQL("distance double precision")])
+
+
+def row_contains(config: TableConfig, filter: sql.Composable) -> sql.Composed:
+    """``filter`` is contained in the row's filterable columns as one JSON object: equality
+    on columns (``{"author_id": 5}``), containment inside jsonb ones. The adopted table's
+    SQL function filters this way, so a PostgREST caller filters on the table's columns."""
+    names = list(config.filterable_columns)
+    chunks = [names[i:i + 50] for i in range(0, len(names), 50)]  # 100 arguments at most
+    objects = sql.SQL(" || ").join(
+        sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
+            sql.SQL("{}, {}").format(sql.Literal(n), column_name(n)) for n in chunk))
+        for chunk in chunks)
+    return sql.SQL("({}) @> {}::jsonb").format(objects, filter)
+
+
 def _create_function(config: TableConfig) -> sql.Composed:
     # EXECUTE ... USING query_embedding, pool, match_count, filter
     query, pool, k, filter = sql.SQL("$1"), sql.SQL("$2"), sql.SQL("$3"), sql.SQL("$4")
     unfiltered = adaptive_search_sql(config, query=query, pool=pool, k=k)
-    filtered = adaptive_search_sql(config, query=query, pool=pool, k=k, filter=filter)
+    if config.adopted:
+        filtered = adaptive_search_sql(config, query=query, pool=pool, k=k,
+                                       where=row_contains(config, filter))
+    else:
+        filtered = adaptive_search_sql(config, query=query, pool=pool, k=k, filter=filter)
     name = config.qualified(config.search_function_name)
     body = sql.SQL(_BODY).format(
         fn_name=sql.Literal(config.search_function_name),
@@ -163,7 +198,7 @@ def _create_function(config: TableConfig) -> sql.Composed:
     oversample integer DEFAULT NULL::integer,
     filter jsonb DEFAULT '{{}}'::jsonb
 )
-RETURNS TABLE (id bigint, external_id text, content text, metadata jsonb, distance double precision)
+RETURNS TABLE ({columns})
 LANGUAGE plpgsql
 STABLE
 SECURITY INVOKER
@@ -174,7 +209,7 @@ SET hnsw.max_scan_tuples = 20000
 AS $mrl_search$
 {body}
 $mrl_search$"""
-    ).format(name=name, search_path=search_path, body=body)
+    ).format(name=name, search_path=search_path, body=body, columns=_result_columns(config))
 
 
 def drop_search_function_ddl(config: TableConfig) -> sql.Composed:

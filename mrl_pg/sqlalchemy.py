@@ -134,7 +134,7 @@ def table_args(config: TableConfig, *extra: SchemaItem) -> tuple[Any, ...]:
 
         __table_args__ = table_args(CONFIG, Index("docs_title", "title"))
     """
-    prefix = config.prefix_column
+    prefix = config.stored_prefix_column
     items: list[Any] = [
         PrimaryKeyConstraint("id", name=config.pkey_name),
         UniqueConstraint("external_id", name=config.external_id_key_name),

@@ -21,7 +21,7 @@ from typing import Protocol
 from psycopg import sql
 
 from .config import TableConfig
-from .schema import hnsw_index_ddl, prefix_expression
+from .schema import hnsw_index_ddl, indexed_prefix, prefix_expression
 
 __all__ = ["FirstStage", "PrefixHnsw", "BinaryPrefixHnsw", "PREFIX_HNSW"]
 
@@ -54,7 +54,7 @@ def _query_prefix(config: TableConfig, query: sql.Composable) -> sql.Composed:
 
 @dataclass(frozen=True)
 class PrefixHnsw:
-    """Cosine distance between re-normalized ``halfvec(P)`` prefixes (the stored column)."""
+    """Cosine distance between re-normalized ``halfvec(P)`` prefixes (column or expression)."""
 
     name: str = "prefix-hnsw"
 
@@ -62,8 +62,7 @@ class PrefixHnsw:
         return config.hnsw_index_name
 
     def order_by(self, config: TableConfig, query: sql.Composable) -> sql.Composable:
-        return sql.SQL("{} <=> {}").format(sql.Identifier(config.prefix_column),
-                                           _query_prefix(config, query))
+        return sql.SQL("{} <=> {}").format(indexed_prefix(config), _query_prefix(config, query))
 
     def index_ddl(self, config: TableConfig, *, concurrently: bool = False) -> sql.Composed:
         return hnsw_index_ddl(config, concurrently=concurrently)
@@ -84,7 +83,7 @@ class BinaryPrefixHnsw:
 
     def order_by(self, config: TableConfig, query: sql.Composable) -> sql.Composable:
         return sql.SQL("{} <~> {}").format(
-            self._bits(config, sql.Identifier(config.prefix_column)),
+            self._bits(config, indexed_prefix(config)),
             self._bits(config, _query_prefix(config, query)))
 
     def index_ddl(self, config: TableConfig, *, concurrently: bool = False) -> sql.Composed:
@@ -94,7 +93,7 @@ class BinaryPrefixHnsw:
         ).format(
             concurrently=sql.SQL("CONCURRENTLY " if concurrently else ""),
             name=sql.Identifier(self.index_name(config)), table=config.table,
-            bits=self._bits(config, sql.Identifier(config.prefix_column)),
+            bits=self._bits(config, indexed_prefix(config)),
             m=sql.Literal(config.hnsw_m), ef=sql.Literal(config.hnsw_ef_construction),
         )
 

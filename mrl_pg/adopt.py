@@ -1,0 +1,163 @@
+"""Adaptive search on a table you already have: no copy, no new column, no table rewrite.
+
+Adopting a table (described by :meth:`TableConfig.from_table`) adds two things:
+
+- an HNSW index on the re-normalized prefix *expression*
+  ``l2_normalize(subvector(embedding, 1, P))::halfvec(P)``, built with
+  ``CREATE INDEX CONCURRENTLY``: readers and writers carry on, and rows
+  written during the build are in the index when it turns valid;
+- the table's search function ``mrl_search_<table>(query_embedding,
+  match_count, oversample, filter)``, returning the table's own columns plus
+  ``distance`` (and ``mrl_pg_tuning``, which it reads).
+
+Both steps are idempotent. :func:`release_table` removes them again; the
+table and its rows are never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from .catalog import adoption_comment
+from .config import TableConfig
+from .errors import DatabaseError, InvalidConfigError
+from .index import (
+    IndexBuildReport,
+    IndexProgress,
+    build_hnsw_index,
+    drop_hnsw_index,
+    index_status,
+)
+from .schema import forget_tuning_ddl, hnsw_index_ddl, pgvector_check_ddl, tuning_table_ddl
+from .search_function import drop_search_function_ddl, search_function_ddl
+
+__all__ = [
+    "AdoptReport",
+    "adopt_table",
+    "release_table",
+    "adopt_ddl",
+    "release_ddl",
+    "AdoptionDDL",
+]
+
+
+@dataclass(frozen=True)
+class AdoptionDDL:
+    """Statements in the order they run: ``before`` and ``after`` in a transaction,
+    ``concurrent`` outside one (``CREATE/DROP INDEX CONCURRENTLY``)."""
+
+    before: list[sql.Composed]
+    concurrent: list[sql.Composed]
+    after: list[sql.Composed]
+
+
+def _require_adopted(config: TableConfig) -> None:
+    if not config.adopted or config.prefix_column is not None:
+        raise InvalidConfigError(
+            f"{config.qualified_name} is not described as an existing table: "
+            "use TableConfig.from_table(conn, ...)")
+
+
+def adopt_ddl(config: TableConfig) -> AdoptionDDL:
+    """What adopting ``config``'s table runs (Alembic's operation emits exactly these)."""
+    _require_adopted(config)
+    return AdoptionDDL(
+        before=[pgvector_check_ddl()],
+        concurrent=[hnsw_index_ddl(config, concurrently=True, if_not_exists=True)],
+        after=[_comment_ddl(config), *tuning_table_ddl(config), search_function_ddl(config)],
+    )
+
+
+def _comment_ddl(config: TableConfig) -> sql.Composed:
+    return sql.SQL("COMMENT ON INDEX {} IS {}").format(
+        config.qualified(config.hnsw_index_name), sql.Literal(adoption_comment(config)))
+
+
+def release_ddl(config: TableConfig) -> AdoptionDDL:
+    """What :func:`release_table` runs: the function and tuning row go, then the index."""
+    _require_adopted(config)
+    return AdoptionDDL(
+        before=[drop_search_function_ddl(config), forget_tuning_ddl(config)],
+        concurrent=[sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+            config.qualified(config.hnsw_index_name))],
+        after=[],
+    )
+
+
+@dataclass(frozen=True)
+class AdoptReport:
+    """What :func:`adopt_table` did; ``index`` is None when a valid index was already there."""
+
+    table: str
+    index_name: str
+    index: IndexBuildReport | None
+    function: str
+
+    def lines(self) -> list[str]:
+        """A line per step, for the CLI."""
+        if self.index is None:
+            built = f"index {self.index_name}: already there and valid, kept"
+        else:
+            built = (f"index {self.index_name}: built concurrently on {self.index.rows:,} rows "
+                     f"in {self.index.seconds:.1f} s ({self.index.index_bytes / 2**20:.1f} MiB)")
+        return [built, f"function {self.function}(query_embedding, match_count, oversample, "
+                       "filter): created or replaced"]
+
+
+def adopt_table(
+    conn: psycopg.Connection[Any],
+    config: TableConfig,
+    *,
+    maintenance_work_mem: int | str | None = None,
+    on_progress: Callable[[IndexProgress], None] | None = None,
+) -> AdoptReport:
+    """Add adaptive search to an existing table without blocking its writers (idempotent).
+
+    The prefix index is built ``CONCURRENTLY`` (a leftover of a crashed build
+    is dropped first); a valid index already there is kept. Then the search
+    function is created or replaced. ``conn`` must not be inside a transaction.
+
+    >>> articles = TableConfig.from_table(conn, "articles", embedding="embedding")  # doctest: +SKIP
+    >>> adopt_table(conn, articles)  # doctest: +SKIP
+    """
+    _require_adopted(config)
+    try:
+        with conn.transaction():
+            conn.execute(pgvector_check_ddl())
+    except psycopg.Error as exc:
+        raise DatabaseError(f"cannot adopt {config.qualified_name}: {exc}") from exc
+    status = index_status(conn, config)
+    report = None
+    if not (status.exists and status.valid):
+        report = build_hnsw_index(conn, config, concurrently=True,
+                                  maintenance_work_mem=maintenance_work_mem,
+                                  on_progress=on_progress)
+    try:
+        with conn.transaction():
+            for statement in adopt_ddl(config).after:
+                conn.execute(statement)
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"could not create the search function of {config.qualified_name}: {exc}") from exc
+    return AdoptReport(config.qualified_name, config.hnsw_index_name, report,
+                       config.search_function_name)
+
+
+def release_table(conn: psycopg.Connection[Any], config: TableConfig) -> bool:
+    """Remove what :func:`adopt_table` added (function, tuning row, index); rows stay.
+
+    True when there was an index to drop. ``conn`` must not be inside a transaction.
+    """
+    ddl = release_ddl(config)
+    try:
+        with conn.transaction():
+            for statement in ddl.before:
+                conn.execute(statement)
+    except psycopg.Error as exc:
+        raise DatabaseError(f"cannot release {config.qualified_name}: {exc}") from exc
+    return drop_hnsw_index(conn, config, concurrently=True)
