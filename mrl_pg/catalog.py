@@ -109,10 +109,11 @@ def describe_table(
     if schema is not None:
         validate_identifier(schema, what="schema name")
     name = _table_literal(schema, table)
+    shown = f"{schema}.{table}" if schema else table
     with conn.cursor() as cur:
         found = cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
         if not found or not found[0]:
-            raise InvalidConfigError(f"table {name} does not exist (or is not on the search_path)")
+            raise InvalidConfigError(f"table {shown} does not exist (or is not on the search_path)")
         rows = cur.execute(_COLUMNS, {"table": name}).fetchall()
         columns = {r[0]: TableColumn(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5])) for r in rows}
         index = TableConfig(table, full_dim=2, prefix_dim=1).hnsw_index_name
@@ -130,7 +131,7 @@ def describe_table(
     match = _PREFIX_EXPRESSION.match(prefix_index[0] or "") if prefix_index else None
     if match is None:
         raise InvalidConfigError(
-            f"table {name} is neither a table mrl_pg created nor an adopted one (no index "
+            f"table {shown} is neither a table mrl_pg created nor an adopted one (no index "
             f"{index} on the embedding's prefix): adopt it first (mrl-pg adopt {table} "
             "--embedding COLUMN)")
     # What adopt_table recorded on the index: the choices the catalog cannot tell.
@@ -195,10 +196,11 @@ def describe_existing_table(
     if schema is not None:
         validate_identifier(schema, what="schema name")
     name = _table_literal(schema, table)
+    shown = f"{schema}.{table}" if schema else table
     with conn.cursor() as cur:
         found = cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
         if not found or not found[0]:
-            raise InvalidConfigError(f"table {name} does not exist (or is not on the search_path)")
+            raise InvalidConfigError(f"table {shown} does not exist (or is not on the search_path)")
         rows = cur.execute(_COLUMNS, {"table": name}).fetchall()
         unique_keys = [(bool(r[0]), tuple(r[1])) for r in cur.execute(
             _UNIQUE_KEYS, {"table": name}).fetchall()]
@@ -209,30 +211,30 @@ def describe_existing_table(
     def column(what: str, wanted: str) -> TableColumn:
         if wanted not in table_columns:
             raise InvalidConfigError(
-                f"table {name} has no {what} column {wanted!r}; its columns are "
+                f"table {shown} has no {what} column {wanted!r}; its columns are "
                 f"{', '.join(table_columns)}")
         return table_columns[wanted]
 
     vector = column("embedding", embedding)
     if vector.type_name not in EMBEDDING_TYPES:
         raise InvalidConfigError(
-            f"embedding column {embedding!r} of {name} is {vector.type_name}, "
+            f"embedding column {embedding!r} of {shown} is {vector.type_name}, "
             "expected vector(N) or halfvec(N)")
     if vector.typmod < 1:
         raise InvalidConfigError(
-            f"embedding column {embedding!r} of {name} has no dimension: "
+            f"embedding column {embedding!r} of {shown} has no dimension: "
             f"declare it {vector.type_name}(N)")
     if metadata is not None and column("metadata", metadata).type_name != "jsonb":
         raise InvalidConfigError(
-            f"metadata column {metadata!r} of {name} is {table_columns[metadata].type_name}, "
+            f"metadata column {metadata!r} of {shown} is {table_columns[metadata].type_name}, "
             "expected jsonb")
     if tenant is not None and column("tenant", tenant).is_vector:
-        raise InvalidConfigError(f"tenant column {tenant!r} of {name} is a vector")
+        raise InvalidConfigError(f"tenant column {tenant!r} of {shown} is a vector")
     if key is None:
         primary = [cols for is_primary, cols in unique_keys if is_primary]
         if not primary:
             raise InvalidConfigError(
-                f"table {name} has no primary key: name the columns of a unique "
+                f"table {shown} has no primary key: name the columns of a unique "
                 "constraint as key=(...)")
         key = primary[0]
     else:
@@ -240,7 +242,7 @@ def describe_existing_table(
             column("key", part)
         if not any(set(cols) == set(key) for _, cols in unique_keys):
             raise InvalidConfigError(
-                f"key ({', '.join(key)}) of {name} is not a primary key or unique constraint: "
+                f"key ({', '.join(key)}) of {shown} is not a primary key or unique constraint: "
                 "a search joins its candidates back on it, so it must be unique")
     if columns is None:
         columns = tuple(c.name for c in table_columns.values() if not c.is_vector)
@@ -249,7 +251,7 @@ def describe_existing_table(
             column("returned", wanted)
     if "distance" in columns:
         raise InvalidConfigError(
-            f"table {name} has a column named 'distance', which clashes with the distance "
+            f"table {shown} has a column named 'distance', which clashes with the distance "
             "a search returns: pass columns=(...) without it")
     return TableConfig(
         name=table,
