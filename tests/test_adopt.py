@@ -289,11 +289,12 @@ def test_keys_of_any_type_and_composite_keys_join_back(conn, key_type):
         conn.execute(f"CREATE TABLE notes (id {key_type} PRIMARY KEY, embedding vector(32))")
         keys = [(str(uuid.UUID(int=i + 1)) if key_type == "uuid" else f"n-{i}",)
                 for i in range(500)]
-    columns = ", ".join(["shelf", "slot"] if key_type == "composite" else ["id"])
+    columns = ["shelf", "slot"] if key_type == "composite" else ["id"]
+    insert = sql.SQL("INSERT INTO notes ({}, embedding) VALUES ({}, %s)").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(sql.Placeholder() for _ in columns))
     with conn.cursor() as cur:
-        cur.executemany(f"INSERT INTO notes ({columns}, embedding) VALUES "
-                        f"({', '.join(['%s'] * len(keys[0]))}, %s)",
-                        [(*k, v) for k, v in zip(keys, vectors, strict=True)])
+        cur.executemany(insert, [(*k, v) for k, v in zip(keys, vectors, strict=True)])
     config = TableConfig.from_table(conn, "notes", prefix_dim=16)
     adopt_table(conn, config)
     [best] = search(conn, config, vectors[123], k=1)
