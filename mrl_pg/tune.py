@@ -31,6 +31,7 @@ from psycopg import sql
 from .client import exact_search, explain, search
 from .config import TableConfig
 from .errors import DatabaseError, InvalidSearchError
+from .filters import compile_where
 from .plans import plan_nodes, uses_index
 from .query import SearchParams
 from .tuning import (
@@ -65,6 +66,7 @@ class TuneOptions:
     oversample: Sequence[int] = (2, 3, 4, 6, 8, 12, 16, 24)
     ef_search: Sequence[int] | None = None
     filter: Mapping[str, Any] | None = None
+    where: Mapping[str, Any] | None = None
     rounds: int = 2
     buffer_sample: int = 10
     seed: int = 0
@@ -132,34 +134,50 @@ class TuneReport:
     seconds: float
 
 
+Key = tuple[Any, ...]  # a row's key values (the primary key, or the adopted table's key)
+
+
 @dataclass
 class _Workload:
     name: str
     filter: Mapping[str, Any] | None
-    truth: list[list[int]]
+    where: Mapping[str, Any] | None
+    truth: list[list[Key]]
+
+
+def _key(config: TableConfig, result: Any) -> Key:
+    return tuple(result.row[c] for c in config.key)
 
 
 def _sample_rows(
-    conn: psycopg.Connection[Any], config: TableConfig, count: int, seed: int
-) -> tuple[list[int], npt.NDArray[np.float32]]:
-    ids = [r[0] for r in conn.execute(
-        sql.SQL("SELECT id FROM {} ORDER BY id").format(config.table)).fetchall()]
-    if len(ids) < 2:
+    conn: psycopg.Connection[Any], config: TableConfig, count: int, seed: int, table_rows: int
+) -> tuple[list[Key], npt.NDArray[np.float32]]:
+    if table_rows < 2:
         raise InvalidSearchError(
-            f"{config.qualified_name} has {len(ids)} rows; tune needs at least 2")
-    chosen = sorted(np.random.default_rng(seed).choice(len(ids), min(count, len(ids)),
-                                                       replace=False))
-    wanted = [ids[i] for i in chosen]
+            f"{config.qualified_name} has {table_rows} rows; tune needs at least 2")
+    # A seeded Bernoulli sample of about three times the rows wanted (never the whole
+    # table's vectors), then a seeded choice among them.
+    percent = min(100.0, 300.0 * count / table_rows)
+    key = sql.SQL(", ").join(map(sql.Identifier, config.key))
     rows = conn.execute(
-        sql.SQL("SELECT id, {} FROM {} WHERE id = ANY(%s) ORDER BY id").format(
-            sql.Identifier(config.embedding_column), config.table),
-        (wanted,),
+        sql.SQL("SELECT {key}, {embedding} FROM {table} TABLESAMPLE BERNOULLI ({percent}) "
+                "REPEATABLE ({seed}) WHERE {embedding} IS NOT NULL ORDER BY {key}").format(
+            key=key, embedding=sql.Identifier(config.embedding_column), table=config.table,
+            percent=sql.Literal(percent), seed=sql.Literal(seed)),
     ).fetchall()
-    vectors = np.stack([np.asarray(r[1].to_numpy(), dtype=np.float32) for r in rows])
-    return [r[0] for r in rows], vectors
+    if len(rows) < 2:
+        raise InvalidSearchError(
+            f"{config.qualified_name}: the sample of rows came back with {len(rows)}; "
+            "tune needs at least 2 (pass --queries-file)")
+    chosen = sorted(np.random.default_rng(seed).choice(len(rows), min(count, len(rows)),
+                                                       replace=False))
+    width = len(config.key)
+    picked = [rows[i] for i in chosen]
+    vectors = np.stack([np.asarray(r[width].to_numpy(), dtype=np.float32) for r in picked])
+    return [tuple(r[:width]) for r in picked], vectors
 
 
-def _recall(found: Sequence[int], truth: Sequence[int], own: int | None) -> float:
+def _recall(found: Sequence[Key], truth: Sequence[Key], own: Key | None) -> float:
     expected = [i for i in truth if i != own]
     if not expected:
         return 1.0
@@ -169,15 +187,16 @@ def _recall(found: Sequence[int], truth: Sequence[int], own: int | None) -> floa
 
 def _measure_pass(
     conn: psycopg.Connection[Any], config: TableConfig, setting: SearchTuning,
-    queries: npt.NDArray[np.float32], own: Sequence[int | None], workload: _Workload,
+    queries: npt.NDArray[np.float32], own: Sequence[Key | None], workload: _Workload,
 ) -> tuple[list[float], list[float]]:
     latencies, recalls = [], []
     for i, query in enumerate(queries):
         started = time.perf_counter()
         found = search(conn, config, query, k=setting.k, oversample=setting.oversample,
-                       ef_search=setting.ef_search, filter=workload.filter)
+                       ef_search=setting.ef_search, filter=workload.filter,
+                       where=workload.where)
         latencies.append(time.perf_counter() - started)
-        recalls.append(_recall([r.id for r in found], workload.truth[i], own[i]))
+        recalls.append(_recall([_key(config, r) for r in found], workload.truth[i], own[i]))
     return latencies, recalls
 
 
@@ -190,8 +209,8 @@ def _plan_check(
     walks_index, summary = True, ""
     for query in queries[:max(1, sample)]:
         plan = explain(conn, config, query, k=setting.k, oversample=setting.oversample,
-                       ef_search=setting.ef_search, filter=workload.filter, analyze=True,
-                       as_json=True)
+                       ef_search=setting.ef_search, filter=workload.filter,
+                       where=workload.where, analyze=True, as_json=True)
         top = plan[0]["Plan"]
         buffers.append(float(top.get("Shared Hit Blocks", 0)) +
                        float(top.get("Shared Read Blocks", 0)))
@@ -218,12 +237,13 @@ def tune(
     progress = on_progress or (lambda _label, _done, _total: None)
     started = time.perf_counter()
     grid = default_grid(options)
+    compile_where(config, options.where)  # a bad column filter fails before any work
     previous = load_tuning(conn, config)
     table_rows = _count(conn, config)
-    own: list[int | None]
+    own: list[Key | None]
     if queries is None:
-        ids, vectors = _sample_rows(conn, config, options.queries, options.seed)
-        own, source = list(ids), "rows of the table"
+        keys, vectors = _sample_rows(conn, config, options.queries, options.seed, table_rows)
+        own, source = list(keys), "rows of the table"
     else:
         vectors = np.stack([
             as_embedding(q, config.full_dim, prefix_dim=config.prefix_dim,
@@ -231,15 +251,15 @@ def tune(
         ])
         own, source = [None] * len(vectors), "queries given"
 
-    workloads = [_Workload("all", None, [])]
-    if options.filter:
-        workloads.append(_Workload("filtered", options.filter, []))
+    workloads = [_Workload("all", None, None, [])]
+    if options.filter or options.where:
+        workloads.append(_Workload("filtered", options.filter, options.where, []))
     truth_started = time.perf_counter()
     total = len(vectors) * len(workloads)
     for n, (w, query) in enumerate((w, q) for w in workloads for q in vectors):
         progress("exact search (ground truth)", n, total)
-        w.truth.append([r.id for r in exact_search(conn, config, query, k=options.k,
-                                                       filter=w.filter)])
+        w.truth.append([_key(config, r) for r in exact_search(
+            conn, config, query, k=options.k, filter=w.filter, where=w.where)])
     truth_seconds = time.perf_counter() - truth_started
 
     results = {s: SettingResult(tuning=s) for s in grid}

@@ -27,6 +27,8 @@ from mrl_pg.install import install
 from mrl_pg.plans import uses_index
 from mrl_pg.schema import render
 from mrl_pg.synthetic import make_corpus, make_queries
+from mrl_pg.tune import TuneOptions, tune
+from mrl_pg.tuning import DEFAULT_TUNING, load_tuning
 from tests.planinfo import index_scans
 
 ROWS, DIM, PREFIX, AUTHORS = 10_000, 256, 64, 100
@@ -344,3 +346,23 @@ def test_a_description_for_mrl_pgs_own_layout_refuses_custom_columns():
     with pytest.raises(InvalidConfigError, match="expression index"):
         _ = replace(TableConfig("docs"), prefix_column=None, adopted=True,
                     key=("id",)).stored_prefix_column
+
+
+def test_tune_measures_an_adopted_table_with_a_column_filter_and_search_uses_it(conn):
+    vectors = make_corpus(4000, 64, seed=12).embeddings
+    conn.execute("CREATE TABLE tuned (id text PRIMARY KEY, shelf int, embedding vector(64))")
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO tuned VALUES (%s, %s, %s)",
+                        [(f"r{i}", i % 10, v) for i, v in enumerate(vectors)])
+    conn.execute("ANALYZE tuned")
+    config = TableConfig.from_table(conn, "tuned", prefix_dim=16)
+    adopt_table(conn, config)
+    with pytest.raises(InvalidSearchError, match="no filterable column 'ghost'"):
+        tune(conn, config, TuneOptions(queries=5, where={"ghost": 1}))
+    assert load_tuning(conn, config) == DEFAULT_TUNING  # nothing saved by the refusal
+    report = tune(conn, config, TuneOptions(queries=20, rounds=1, oversample=(2, 4),
+                                            ef_search=(40,), where={"shelf": {"lt": 5}},
+                                            target_recall=0.5))
+    assert report.saved and report.recommended is not None, [r.plan for r in report.results]
+    assert set(report.recommended.recall) == {"all", "filtered"}
+    assert load_tuning(conn, config) == report.recommended.tuning
