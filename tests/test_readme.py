@@ -16,10 +16,16 @@ def _blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
 
 
+def _adopt_blocks(language: str) -> list[str]:
+    """The "Adopt your existing table" section's examples, in order."""
+    section = README.read_text().split("## Adopt your existing table", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
+
+
 def test_readme_python_and_sql_examples_run(fresh_database, monkeypatch, capsys):
     monkeypatch.setenv("MRL_PG_DSN", fresh_database)
     upgrade(fresh_database)
-    python = _blocks("python")
+    python = [b for b in _blocks("python") if b not in _adopt_blocks("python")]
     assert len(python) == 2
     namespace: dict[str, object] = {}
     for block in python:
@@ -32,3 +38,23 @@ def test_readme_python_and_sql_examples_run(fresh_database, monkeypatch, capsys)
     with psycopg.connect(fresh_database) as conn:
         rows = conn.execute(statement).fetchall()
     assert len(rows) == 5 and rows[0][0] == "doc-42"
+
+
+def test_readme_adopt_section_runs_as_written(fresh_database, monkeypatch, capsys):
+    """An existing table, adopted and searched through every example of the section."""
+    monkeypatch.setenv("MRL_PG_DSN", fresh_database)
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")  # the user's table needs it
+    python = _adopt_blocks("python")
+    assert python and python[0].startswith("# adopt")
+    namespace: dict[str, object] = {}
+    for block in python:
+        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
+    out = capsys.readouterr().out
+    assert "index articles_embedding_prefix_hnsw: built concurrently on 2,000 rows" in out
+    assert "(8, 'article 7', 7)" in out
+    (statement,) = _adopt_blocks("sql")
+    with psycopg.connect(fresh_database) as conn:
+        rows = conn.execute(statement).fetchall()
+    assert rows[0] == (8, "article 7", 7) and len(rows) == 3
+    assert all(author == 7 for _, _, author in rows)
