@@ -16,17 +16,36 @@ Inside one of your revisions::
 The statements are the ones :mod:`mrl_pg.schema` generates, so a table made
 this way is identical to one made by ``mrl-pg migrate`` or ``sql/install.sql``.
 Works online and in offline (``--sql``) mode.
+
+A table you already have is adopted instead (:mod:`mrl_pg.adopt`: an HNSW
+index on the prefix expression, built concurrently, and its search function)::
+
+    from mrl_pg.alembic import adopt_table, release_table
+
+    def upgrade() -> None:
+        adopt_table("articles", embedding="embedding", prefix_dim=256)
+
+    def downgrade() -> None:
+        release_table("articles")
+
+The index is not in your models, so pass ``include_object=mrl_pg.migrate.include_object``
+to ``context.configure(...)`` or ``alembic check`` proposes dropping it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from alembic import op
 from psycopg import sql
 
+from .adopt import adopt_ddl, release_ddl
 from .config import TableConfig
+from .errors import InvalidConfigError
 from .install import create_ddl, drop_ddl
 from .schema import render, tuning_table_ddl
 from .search_function import drop_search_function_ddl, search_function_ddl
@@ -36,12 +55,22 @@ __all__ = [
     "drop_mrl_table",
     "create_search_function",
     "drop_search_function",
+    "adopt_table",
+    "release_table",
 ]
+
+# What text() reads as a bind parameter (":name") or as an escaped colon ("\:name"):
+# an adopted table's column names are the user's and may hold either.
+_TEXT_COLON = re.compile(r"(?<![:\w\\]):\w+(?!:)|\\:[\w$]*(?![:\w$])")
+
+
+def _text(statement: sql.Composable) -> sa.TextClause:
+    return sa.text(_TEXT_COLON.sub(lambda m: "\\" + m.group(0), render(statement)))
 
 
 def _execute(statements: Iterable[sql.Composable]) -> None:
     for statement in statements:
-        op.execute(sa.text(render(statement)))
+        op.execute(_text(statement))
 
 
 def create_mrl_table(config: TableConfig, *, with_search_function: bool = True) -> None:
@@ -62,3 +91,107 @@ def create_search_function(config: TableConfig) -> None:
 def drop_search_function(config: TableConfig) -> None:
     """Drop only the table's search function."""
     _execute([drop_search_function_ddl(config)])
+
+
+def adopt_table(
+    table: TableConfig | str,
+    *,
+    embedding: str | None = None,
+    prefix_dim: int | None = None,
+    schema: str | None = None,
+    key: tuple[str, ...] | list[str] | None = None,
+    columns: tuple[str, ...] | list[str] | None = None,
+    metadata: str | None = None,
+    tenant: str | None = None,
+    hnsw_m: int = 16,
+    hnsw_ef_construction: int = 64,
+) -> TableConfig:
+    """Adopt an existing table as a migration step (see :func:`mrl_pg.adopt.adopt_table`):
+    the prefix HNSW index, built without blocking readers or writers, then the search function.
+
+    ``table`` is a name, described online with :meth:`TableConfig.from_table`'s
+    keyword arguments, or a full :class:`TableConfig`, which offline (``--sql``)
+    mode needs (its ``repr()`` is Python to paste into the revision). The
+    revision's transaction is committed before ``CREATE INDEX CONCURRENTLY`` and
+    a new one begun after it (Alembic's ``autocommit_block``; use
+    ``transaction_per_migration=True``). If the build fails the revision is not
+    recorded; running it again drops the crashed build's invalid index (online)
+    and builds anew, while a valid index is kept. Memory for a large table:
+    ``op.execute("SET maintenance_work_mem = '4GB'")`` first. Returns the description.
+
+    >>> def upgrade() -> None:  # doctest: +SKIP
+    ...     adopt_table("articles", embedding="embedding", prefix_dim=256)
+    """
+    context = op.get_context()
+    if isinstance(table, TableConfig):
+        given = {"embedding": embedding, "prefix_dim": prefix_dim, "schema": schema, "key": key,
+                 "columns": columns, "metadata": metadata, "tenant": tenant}
+        named = sorted(name for name, value in given.items() if value is not None)
+        if named or (hnsw_m, hnsw_ef_construction) != (16, 64):
+            raise InvalidConfigError(
+                f"adopt_table got a TableConfig and {', '.join(named) or 'HNSW settings'}: "
+                "the description says it all; the keyword arguments describe a table by name")
+        config = table
+    elif context.as_sql:
+        raise InvalidConfigError(
+            f"adopt_table({table!r}) in offline (--sql) mode needs a full TableConfig: "
+            "without a database the table's columns cannot be read; put "
+            f"repr(TableConfig.from_table(conn, {table!r}, ...)) in the revision")
+    else:
+        config = TableConfig.from_table(
+            _driver_connection(table), table, embedding=embedding, prefix_dim=prefix_dim,
+            schema=schema, key=key, columns=columns, metadata=metadata, tenant=tenant,
+            hnsw_m=hnsw_m, hnsw_ef_construction=hnsw_ef_construction)
+    ddl = adopt_ddl(config)
+    _execute(ddl.before)
+    # IF NOT EXISTS would keep a crashed build's invalid index for good.
+    crashed = not context.as_sql and _index_is_invalid(config)
+    with context.autocommit_block():
+        if crashed:
+            _execute(release_ddl(config).concurrent)
+        _execute(ddl.concurrent)
+    _execute(ddl.after)
+    return config
+
+
+def release_table(table: TableConfig | str, *, schema: str | None = None) -> None:
+    """Undo :func:`adopt_table`: the search function and tuning row go in the revision's
+    transaction, the index with ``DROP INDEX CONCURRENTLY`` outside it; rows stay.
+
+    ``table`` is the name (online and offline) or the :class:`TableConfig` adopted.
+
+    >>> def downgrade() -> None:  # doctest: +SKIP
+    ...     release_table("articles")
+    """
+    if isinstance(table, TableConfig):
+        if schema is not None:
+            raise InvalidConfigError(
+                "release_table got a TableConfig and schema: the description names its schema")
+        config = table
+    else:
+        # Releasing needs nothing but the names, so no description is read.
+        config = TableConfig(table, full_dim=2, prefix_dim=1, schema=schema, prefix_column=None,
+                             adopted=True)
+    ddl = release_ddl(config)
+    _execute(ddl.before)
+    with op.get_context().autocommit_block():
+        _execute(ddl.concurrent)
+    _execute(ddl.after)
+
+
+def _driver_connection(table: str) -> psycopg.Connection[Any]:
+    driver = op.get_bind().connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        raise InvalidConfigError(
+            f"adopt_table({table!r}) reads the table with psycopg 3, but this migration runs "
+            f"on {type(driver).__module__}: use a postgresql+psycopg:// URL, or pass a full "
+            "TableConfig")
+    return driver
+
+
+def _index_is_invalid(config: TableConfig) -> bool:
+    row = op.get_bind().execute(
+        sa.text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+        {"name": render(config.qualified(config.hnsw_index_name))},
+    ).fetchone()
+    return row is not None and bool(row[0])

@@ -10,12 +10,14 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
+from .config import TableConfig
+from .errors import InvalidIdentifierError
 from .server import resolve_dsn
 from .tuning import TUNING_TABLE
 
 __all__ = [
-    "VERSION_TABLE", "OWN_TABLES", "include_name", "alembic_config", "upgrade", "downgrade",
-    "current", "migration_engine",
+    "VERSION_TABLE", "OWN_TABLES", "include_name", "include_object", "alembic_config", "upgrade",
+    "downgrade", "current", "migration_engine",
 ]
 
 VERSION_TABLE = "mrl_pg_alembic_version"
@@ -27,6 +29,35 @@ def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
     """For a host project's ``context.configure(include_name=...)``: every name but
     :data:`OWN_TABLES`, so ``alembic check`` never proposes dropping them."""
     return not (type_ == "table" and name in OWN_TABLES)
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """For a host project's ``context.configure(include_object=...)``: leaves out
+    :data:`OWN_TABLES` and an adopted table's prefix index when the model does not
+    declare it, so ``alembic check`` never proposes dropping them.
+
+    ``include_name`` cannot do this: it sees only the database's names, and
+    skipping ``<table>_embedding_prefix_hnsw`` there would make Alembic propose
+    creating it wherever a model declares it (every ``MrlMixin`` model does).
+    Here only an index the model leaves out is skipped; a declared one is compared.
+
+    >>> context.configure(..., include_name=include_name,  # doctest: +SKIP
+    ...                   include_object=include_object)
+    """
+    if type_ == "table":
+        return name not in OWN_TABLES
+    if type_ == "index" and reflected and compare_to is None and name is not None:
+        return name != _prefix_index_name(obj.table.name)
+    return True
+
+
+def _prefix_index_name(table: str) -> str | None:
+    try:
+        return TableConfig(table, full_dim=2, prefix_dim=1).hnsw_index_name
+    except InvalidIdentifierError:
+        return None  # a name mrl_pg refuses was never adopted
 
 
 def alembic_config(dsn: str | None = None, *, connection: Any = None) -> Config:
