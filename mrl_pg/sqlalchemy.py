@@ -22,6 +22,17 @@ checker cannot follow a base class returned by a function. The ``metadata``
 column is mapped as ``Document.meta`` since declarative classes reserve
 ``metadata``.
 
+A table you already have needs no mixin: adopt it once
+(:func:`mrl_pg.adopt.adopt_table`), then search your own model through its
+``VECTOR(n)`` or ``HALFVEC(n)`` column. The prefix dimension is what the
+adoption recorded, so the candidates are ordered by exactly the indexed
+expression; ``where`` conditions on other tables go in a subquery::
+
+    french = select(Author.id).where(Author.country == "fr")
+    for article, distance in search(session, Article.embedding, query_embedding, k=10,
+                                    where=[Article.author_id.in_(french)]):
+        ...
+
 Alembic: a table made by ``mrl-pg migrate`` or :func:`mrl_pg.install.install`
 compares equal to the model under ``alembic check``. If your ``env.py`` runs
 autogenerate against a database that also holds mrl_pg's own tables (its
@@ -52,18 +63,15 @@ search is planned for its own values, prepared or not.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 import psycopg
 from pgvector.sqlalchemy import HALFVEC, VECTOR
 from psycopg import sql
 from sqlalchemy import (
     BigInteger,
-    BindParameter,
     CheckConstraint,
-    ColumnExpressionArgument,
     Computed,
     DateTime,
     Identity,
@@ -71,30 +79,32 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Select,
     Text,
-    TextClause,
     UniqueConstraint,
-    bindparam,
     func,
-    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
+from sqlalchemy.orm import Mapped, QueryableAttribute, Session, declared_attr, mapped_column
 from sqlalchemy.schema import SchemaItem
 
-from ._sqlalchemy_settings import _with_settings
-from .config import TableConfig
-from .errors import DatabaseError, InvalidConfigError, InvalidSearchError
-from .query import (
-    EXACT_SETTINGS,
-    MAX_MATCH_COUNT,
-    SearchParams,
-    scan_settings,
+from ._sqlalchemy_target import (
+    Where,
+    adaptive_select,
+    checked_target,
+    exact_select,
+    model_target,
+    needs_tuning,
+    psycopg_driver,
+    rows,
+    search_params,
+    with_recorded_prefix,
 )
+from ._sqlalchemy_target import search_params as _search_params  # noqa: F401 (tests use it)
+from .config import TableConfig
+from .errors import DatabaseError, InvalidConfigError
 from .schema import TOAST_TUPLE_TARGET, check_constraints, prefix_expression, render
 from .tuning import DEFAULT_TUNING, SearchTuning, load_tuning, load_tuning_async
-from .vectors import as_embedding
 
 if TYPE_CHECKING:  # sqlalchemy.ext.asyncio needs greenlet; sync users need not install it
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -109,14 +119,12 @@ __all__ = [
     "exact_search",
     "search_async",
     "exact_search_async",
+    "VectorColumn",
 ]
 
 _M = TypeVar("_M", bound="MrlMixin")
-Where = Iterable[ColumnExpressionArgument[bool]]
-
-# The query is cast exactly as in mrl_pg.query (``q::vector``); its prefix is
-# derived by schema.prefix_expression, the function that derives the stored one.
-_QUERY_SQL = "CAST(:mrl_query AS vector)"
+VectorColumn = QueryableAttribute[Any]
+"""A mapped ``VECTOR(n)``/``HALFVEC(n)`` column of your own model, such as ``Article.embedding``."""
 
 
 def _check_constraints(config: TableConfig) -> list[CheckConstraint]:
@@ -137,7 +145,7 @@ def table_args(config: TableConfig, *extra: SchemaItem) -> tuple[Any, ...]:
     prefix = config.stored_prefix_column
     items: list[Any] = [
         PrimaryKeyConstraint("id", name=config.pkey_name),
-        UniqueConstraint("external_id", name=config.external_id_key_name),
+        UniqueConstraint(*config.upsert_key, name=config.external_id_key_name),
         *_check_constraints(config),
         Index(
             config.hnsw_index_name,
@@ -166,10 +174,22 @@ class MrlMixin:
 
     Set ``mrl_config`` on the model; the table name and schema come from it.
     ``sort_order`` keeps these columns first, in :func:`mrl_pg.schema.table_ddl`'s
-    order, whatever columns the model adds.
+    order, whatever columns the model adds. A config with a ``tenant_column``
+    adds that ``text NOT NULL`` column under its own name (declare
+    ``tenant: Mapped[str]`` yourself for a type checker to see it); list the
+    mixin before the declarative base.
     """
 
     mrl_config: ClassVar[TableConfig]
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        # The tenant column's attribute is named after the column, so it cannot be a
+        # declared_attr: it is added here, before the declarative base maps the class.
+        config = getattr(cls, "mrl_config", None)
+        tenant = config.tenant_column if isinstance(config, TableConfig) else None
+        if tenant is not None and not any(tenant in vars(c) for c in cls.__mro__):
+            setattr(cls, tenant, mapped_column(tenant, Text, nullable=False, sort_order=-65))
+        super().__init_subclass__(**kw)
 
     @declared_attr.directive
     @classmethod
@@ -179,7 +199,13 @@ class MrlMixin:
     @declared_attr.directive
     @classmethod
     def __table_args__(cls) -> tuple[Any, ...]:
-        return table_args(cls._mrl_config())
+        config = cls._mrl_config()
+        tenant = config.tenant_column
+        if tenant is not None and not any(tenant in vars(c) for c in cls.__mro__):
+            raise InvalidConfigError(
+                f"{cls.__name__}: list MrlMixin before the declarative base "
+                f"(class {cls.__name__}(MrlMixin, Base)), so it can add the tenant column")
+        return table_args(config)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), sort_order=-70)
     external_id: Mapped[str | None] = mapped_column(Text, sort_order=-60)
@@ -230,44 +256,20 @@ def mrl_mixin(config: TableConfig) -> type[MrlMixin]:
     return type(f"MrlMixin_{config.name}", (MrlMixin,), {"mrl_config": config})
 
 
-def _search_params(
-    k: int, oversample: int | None, offset: int, max_scan_tuples: int | None,
-    ef_search: int | None, tuning: SearchTuning = DEFAULT_TUNING,
-) -> SearchParams:
-    if oversample is None:
-        oversample = tuning.oversample
-    SearchParams(k=k, oversample=oversample, max_scan_tuples=max_scan_tuples, ef_search=ef_search,
-                 tuning=tuning)
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise InvalidSearchError(f"offset must be a non-negative integer, got {offset!r}")
-    if k + offset > MAX_MATCH_COUNT:
-        raise InvalidSearchError(
-            f"offset + k must be at most {MAX_MATCH_COUNT}, got {offset} + {k}"
-        )
-    # The pool has to hold every row up to the end of the page.
-    return SearchParams(k=k + offset, oversample=oversample, max_scan_tuples=max_scan_tuples,
-                        ef_search=ef_search, tuning=tuning)
-
-
-def _query(model: type[MrlMixin], query_vector: Any) -> tuple[TableConfig, BindParameter[Any]]:
-    config = model._mrl_config()
-    vector = as_embedding(
-        query_vector, config.full_dim, prefix_dim=config.prefix_dim, what="query embedding"
-    )
-    return config, bindparam("mrl_query", vector, type_=VECTOR(config.full_dim), unique=True)
-
-
-def _query_full(query: BindParameter[Any]) -> TextClause:
-    return text(_QUERY_SQL).bindparams(query)
-
-
-def _query_prefix(config: TableConfig, query: BindParameter[Any]) -> TextClause:
-    expression = prefix_expression(sql.SQL(_QUERY_SQL), config.prefix_dim)
-    return text(render(expression)).bindparams(query)
-
-
+@overload
 def search_select(
-    model: type[_M],
+    model: type[_M], query_vector: Any, *, k: int = ..., oversample: int | None = ...,
+    where: Where = ..., offset: int = ..., max_scan_tuples: int | None = ...,
+    ef_search: int | None = ..., tuning: SearchTuning = ..., prefix_dim: int | None = ...,
+) -> Select[_M, float]: ...
+@overload
+def search_select(
+    model: VectorColumn, query_vector: Any, *, k: int = ..., oversample: int | None = ...,
+    where: Where = ..., offset: int = ..., max_scan_tuples: int | None = ...,
+    ef_search: int | None = ..., tuning: SearchTuning = ..., prefix_dim: int | None = ...,
+) -> Select[Any, float]: ...
+def search_select(
+    model: type[_M] | VectorColumn,
     query_vector: Any,
     *,
     k: int = 10,
@@ -277,9 +279,14 @@ def search_select(
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
     tuning: SearchTuning = DEFAULT_TUNING,
-) -> Select[_M, float]:
+    prefix_dim: int | None = None,
+) -> Select[Any, float]:
     """The adaptive search as a composable ``SELECT (model, distance)``, settings included.
 
+    ``model`` is an :class:`MrlMixin` model, or a vector column of your own
+    model (``Article.embedding``) whose table was adopted
+    (:func:`mrl_pg.adopt.adopt_table`); for a column pass ``prefix_dim`` (the
+    one it was adopted with), which :func:`search` reads from the catalog instead.
     ``oversample`` and ``ef_search`` left unset come from ``tuning``: pass
     :func:`mrl_pg.tuning.load_tuning`'s result to use what ``mrl-pg tune``
     stored (:func:`search` does).
@@ -287,8 +294,8 @@ def search_select(
     Same plan as :func:`mrl_pg.query.adaptive_search_sql`: a MATERIALIZED CTE
     takes ``(offset + k) * oversample`` rows matching ``where`` in order of
     prefix distance (the HNSW index) with their full cosine distance, the best
-    ``offset + k`` of them are joined back to the table. The model's columns
-    are ``stmt.selected_columns``, so joins compose::
+    ``offset + k`` of them are joined back to the table on its primary key.
+    The model's columns are ``stmt.selected_columns``, so joins compose::
 
         stmt = search_select(Document, q, k=10)
         stmt = stmt.join(Note, Note.document_id == stmt.selected_columns.id)
@@ -296,74 +303,46 @@ def search_select(
     Executing it applies its HNSW settings for that statement only (see the
     module docstring), so ``session.execute(stmt)`` always gets its full pool.
     """
-    params = _search_params(k, oversample, offset, max_scan_tuples, ef_search, tuning)
-    config, query = _query(model, query_vector)
-    candidates = (
-        select(model.id.label("id"),
-               model.embedding.cosine_distance(_query_full(query)).label("distance"))
-        .where(*where)
-        .order_by(model.embedding_prefix.cosine_distance(_query_prefix(config, query)))
-        .limit(params.pool)
-        .cte("candidates")
-        .prefix_with("MATERIALIZED")
-    )
-    best = (
-        select(candidates.c.id, candidates.c.distance)
-        .order_by(candidates.c.distance, candidates.c.id)
-        .limit(params.k)
-        .cte("best")
-        .prefix_with("MATERIALIZED")
-    )
-    distance = best.c.distance.label("distance")
-    statement = (
-        select(model, distance)
-        .join(best, model.id == best.c.id)
-        .order_by(best.c.distance, best.c.id)
-        .limit(k)
-    )
-    if offset:
-        statement = statement.offset(offset)
-    return _with_settings(statement, scan_settings(params))
+    params = search_params(k, oversample, offset, max_scan_tuples, ef_search, tuning)
+    return adaptive_select(model_target(model, prefix_dim), query_vector, params, k=k,
+                           offset=offset, where=where)
 
 
+@overload
 def exact_search_select(
-    model: type[_M], query_vector: Any, *, k: int = 10, where: Where = ()
-) -> Select[_M, float]:
+    model: type[_M], query_vector: Any, *, k: int = ..., where: Where = ...,
+) -> Select[_M, float]: ...
+@overload
+def exact_search_select(
+    model: VectorColumn, query_vector: Any, *, k: int = ..., where: Where = ...,
+) -> Select[Any, float]: ...
+def exact_search_select(
+    model: type[_M] | VectorColumn, query_vector: Any, *, k: int = 10, where: Where = ()
+) -> Select[Any, float]:
     """Full-dimension cosine over every row matching ``where``: ground truth, small tables.
 
+    ``model`` as for :func:`search_select`; a column needs no adoption here.
     Carries settings that turn index scans off for this statement, so no index
     scan replaces the full comparison.
     """
-    SearchParams(k=k, oversample=1)
-    _, query = _query(model, query_vector)
-    distance = model.embedding.cosine_distance(_query_full(query)).label("distance")
-    statement = select(model, distance).where(*where).order_by(distance, model.id).limit(k)
-    return _with_settings(statement, EXACT_SETTINGS)
+    return exact_select(model_target(model, None), query_vector, k=k, where=where)
 
 
-def _rows(result: Iterable[Any]) -> list[tuple[Any, float]]:
-    return [(row[0], float(row[1])) for row in result]
-
-
-_D = TypeVar("_D")
-
-
-def _psycopg(driver: Any, kind: type[_D]) -> _D:
-    if not isinstance(driver, kind):
-        raise InvalidConfigError(
-            "mrl_pg's ORM search needs the psycopg driver (a postgresql+psycopg:// URL, "
-            f"or mrl_pg.db.create_engine), got {type(driver).__name__}"
-        )
-    return driver
-
-
-def _needs_tuning(oversample: int | None, ef_search: int | None) -> bool:
-    return oversample is None or ef_search is None
-
-
+@overload
+def search(
+    session: Session, model: type[_M], query_vector: Any, *, k: int = ...,
+    oversample: int | None = ..., where: Where = ..., offset: int = ...,
+    max_scan_tuples: int | None = ..., ef_search: int | None = ..., prefix_dim: int | None = ...,
+) -> list[tuple[_M, float]]: ...
+@overload
+def search(
+    session: Session, model: VectorColumn, query_vector: Any, *, k: int = ...,
+    oversample: int | None = ..., where: Where = ..., offset: int = ...,
+    max_scan_tuples: int | None = ..., ef_search: int | None = ..., prefix_dim: int | None = ...,
+) -> list[tuple[Any, float]]: ...
 def search(
     session: Session,
-    model: type[_M],
+    model: type[_M] | VectorColumn,
     query_vector: Any,
     *,
     k: int = 10,
@@ -372,45 +351,75 @@ def search(
     offset: int = 0,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
-) -> list[tuple[_M, float]]:
+    prefix_dim: int | None = None,
+) -> list[tuple[Any, float]]:
     """Adaptive search: ``(model instance, cosine distance)`` pairs, nearest first.
 
-    Runs :func:`search_select` in the session's transaction; its settings end
-    with the statement. ``oversample`` and ``ef_search`` default to what
-    ``mrl-pg tune`` stored for the table (one extra round trip to read them).
+    ``model`` is an :class:`MrlMixin` model or a vector column of your own
+    model whose table was adopted; ``prefix_dim`` left out is what the adoption
+    recorded (read once per connection). Runs :func:`search_select` in the
+    session's transaction; its settings end with the statement. ``oversample``
+    and ``ef_search`` default to what ``mrl-pg tune`` stored for the table (one
+    extra round trip to read them). ``where`` takes any SQLAlchemy condition on
+    the table; filter on other tables through a subquery (``IN``, ``EXISTS``).
 
     >>> search(session, Document, q, where=[Document.meta["lang"].astext == "en"])  # doctest: +SKIP
+    >>> search(session, Article.embedding, q, where=[Article.author_id == 5])  # doctest: +SKIP
     """
-    # Arguments are checked before the session touches the database.
-    search_select(model, query_vector, k=k, oversample=oversample, where=where, offset=offset,
-                  max_scan_tuples=max_scan_tuples, ef_search=ef_search)
+    where = tuple(where)
+    target = checked_target(model, query_vector, prefix_dim, k, oversample, where, offset,
+                             max_scan_tuples, ef_search)
     try:
+        if target.config is None:
+            target = with_recorded_prefix(session.connection(), target)
         tuning = DEFAULT_TUNING
-        if _needs_tuning(oversample, ef_search):
+        if needs_tuning(oversample, ef_search):
             driver = session.connection().connection.driver_connection
-            tuning = load_tuning(_psycopg(driver, psycopg.Connection), model._mrl_config())
-        statement = search_select(model, query_vector, k=k, oversample=oversample, where=where,
-                                  offset=offset, max_scan_tuples=max_scan_tuples,
-                                  ef_search=ef_search, tuning=tuning)
-        return _rows(session.execute(statement))
+            tuning = load_tuning(psycopg_driver(driver, psycopg.Connection), target.described)
+        params = search_params(k, oversample, offset, max_scan_tuples, ef_search, tuning)
+        statement = adaptive_select(target, query_vector, params, k=k, offset=offset,
+                                    where=where)
+        return rows(session.execute(statement))
     except DBAPIError as exc:
         raise DatabaseError(f"search failed: {exc.orig}") from exc
 
 
+@overload
 def exact_search(
-    session: Session, model: type[_M], query_vector: Any, *, k: int = 10, where: Where = ()
-) -> list[tuple[_M, float]]:
+    session: Session, model: type[_M], query_vector: Any, *, k: int = ..., where: Where = ...,
+) -> list[tuple[_M, float]]: ...
+@overload
+def exact_search(
+    session: Session, model: VectorColumn, query_vector: Any, *, k: int = ...,
+    where: Where = ...,
+) -> list[tuple[Any, float]]: ...
+def exact_search(
+    session: Session, model: type[_M] | VectorColumn, query_vector: Any, *, k: int = 10,
+    where: Where = (),
+) -> list[tuple[Any, float]]:
     """Exact search on the full vectors (index scans off for this statement only)."""
     statement = exact_search_select(model, query_vector, k=k, where=where)
     try:
-        return _rows(session.execute(statement))
+        return rows(session.execute(statement))
     except DBAPIError as exc:
         raise DatabaseError(f"search failed: {exc.orig}") from exc
 
 
+@overload
+async def search_async(
+    session: AsyncSession, model: type[_M], query_vector: Any, *, k: int = ...,
+    oversample: int | None = ..., where: Where = ..., offset: int = ...,
+    max_scan_tuples: int | None = ..., ef_search: int | None = ..., prefix_dim: int | None = ...,
+) -> list[tuple[_M, float]]: ...
+@overload
+async def search_async(
+    session: AsyncSession, model: VectorColumn, query_vector: Any, *, k: int = ...,
+    oversample: int | None = ..., where: Where = ..., offset: int = ...,
+    max_scan_tuples: int | None = ..., ef_search: int | None = ..., prefix_dim: int | None = ...,
+) -> list[tuple[Any, float]]: ...
 async def search_async(
     session: AsyncSession,
-    model: type[_M],
+    model: type[_M] | VectorColumn,
     query_vector: Any,
     *,
     k: int = 10,
@@ -419,30 +428,45 @@ async def search_async(
     offset: int = 0,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
-) -> list[tuple[_M, float]]:
+    prefix_dim: int | None = None,
+) -> list[tuple[Any, float]]:
     """Async twin of :func:`search`, for :func:`mrl_pg.db.create_async_engine`."""
-    search_select(model, query_vector, k=k, oversample=oversample, where=where, offset=offset,
-                  max_scan_tuples=max_scan_tuples, ef_search=ef_search)
+    where = tuple(where)
+    target = checked_target(model, query_vector, prefix_dim, k, oversample, where, offset,
+                             max_scan_tuples, ef_search)
     try:
+        if target.config is None:
+            target = await (await session.connection()).run_sync(with_recorded_prefix, target)
         tuning = DEFAULT_TUNING
-        if _needs_tuning(oversample, ef_search):
+        if needs_tuning(oversample, ef_search):
             raw = await (await session.connection()).get_raw_connection()
             tuning = await load_tuning_async(
-                _psycopg(raw.driver_connection, psycopg.AsyncConnection), model._mrl_config())
-        statement = search_select(model, query_vector, k=k, oversample=oversample, where=where,
-                                  offset=offset, max_scan_tuples=max_scan_tuples,
-                                  ef_search=ef_search, tuning=tuning)
-        return _rows(await session.execute(statement))
+                psycopg_driver(raw.driver_connection, psycopg.AsyncConnection), target.described)
+        params = search_params(k, oversample, offset, max_scan_tuples, ef_search, tuning)
+        statement = adaptive_select(target, query_vector, params, k=k, offset=offset,
+                                    where=where)
+        return rows(await session.execute(statement))
     except DBAPIError as exc:
         raise DatabaseError(f"search failed: {exc.orig}") from exc
 
 
+@overload
 async def exact_search_async(
-    session: AsyncSession, model: type[_M], query_vector: Any, *, k: int = 10, where: Where = ()
-) -> list[tuple[_M, float]]:
+    session: AsyncSession, model: type[_M], query_vector: Any, *, k: int = ...,
+    where: Where = ...,
+) -> list[tuple[_M, float]]: ...
+@overload
+async def exact_search_async(
+    session: AsyncSession, model: VectorColumn, query_vector: Any, *, k: int = ...,
+    where: Where = ...,
+) -> list[tuple[Any, float]]: ...
+async def exact_search_async(
+    session: AsyncSession, model: type[_M] | VectorColumn, query_vector: Any, *, k: int = 10,
+    where: Where = (),
+) -> list[tuple[Any, float]]:
     """Async twin of :func:`exact_search`."""
     statement = exact_search_select(model, query_vector, k=k, where=where)
     try:
-        return _rows(await session.execute(statement))
+        return rows(await session.execute(statement))
     except DBAPIError as exc:
         raise DatabaseError(f"search failed: {exc.orig}") from exc
