@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import types
 from pathlib import Path
 
 import psycopg
@@ -47,12 +49,16 @@ def test_readme_adopt_section_runs_as_written(fresh_database, monkeypatch, capsy
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")  # the user's table needs it
     python = _adopt_blocks("python")
     assert python and python[0].startswith("# adopt")
-    namespace: dict[str, object] = {}
+    # A module of its own, as a user's file would be: the ORM resolves annotations in it.
+    module = types.ModuleType("readme_adopt")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
     for block in python:
-        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
+        exec(compile(block, str(README), "exec"), module.__dict__)  # noqa: S102
     out = capsys.readouterr().out
     assert "index articles_embedding_prefix_hnsw: built concurrently on 2,000 rows" in out
     assert "(8, 'article 7', 7)" in out
+    orm = [line for line in out.splitlines() if line.startswith("orm ")]
+    assert orm[0] == "orm 8 article 7 0.0" and len(orm) == 3
     (statement,) = _adopt_blocks("sql")
     with psycopg.connect(fresh_database) as conn:
         rows = conn.execute(statement).fetchall()
