@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -18,8 +19,18 @@ from .vectors import FloatArray
 _SPOOL_MEMORY_BYTES = 64 * 1024 * 1024
 
 
+class Embedded(Protocol):
+    """What every kind of batch has: its embeddings (None until filled), a name, its lines."""
+
+    embeddings: list[FloatArray | None]
+    span: str
+    lines: list[int]
+
+
 @dataclass
 class _Batch:
+    """Rows for a table mrl_pg created."""
+
     external_ids: list[str]
     contents: list[str | None]
     metadatas: list[dict[str, Any]]
@@ -28,36 +39,39 @@ class _Batch:
     lines: list[int]
 
 
-class _Spool:
+B = TypeVar("B", bound=Embedded)
+
+
+class _Spool(Generic[B]):
     """Embedded batches parked until the write: in memory while small, then on disk."""
 
     def __init__(self) -> None:
         self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY_BYTES)
         self._count = 0
 
-    def __enter__(self) -> _Spool:
+    def __enter__(self) -> _Spool[B]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._file.close()
 
-    def append(self, batch: _Batch) -> None:
+    def append(self, batch: B) -> None:
+        # One matrix pickles far smaller and faster than a list of row arrays.
         matrix = np.stack([_filled(e) for e in batch.embeddings])
+        rest = copy.copy(batch)
+        rest.embeddings = []
         with _spool_errors(batch.span):
             # Our own data, read back by this process only, so pickle is safe here.
-            pickle.dump(
-                (batch.external_ids, batch.contents, batch.metadatas, matrix,
-                 batch.span, batch.lines),
-                self._file, protocol=pickle.HIGHEST_PROTOCOL,
-            )
+            pickle.dump((rest, matrix), self._file, protocol=pickle.HIGHEST_PROTOCOL)
         self._count += 1
 
-    def __iter__(self) -> Iterator[_Batch]:
+    def __iter__(self) -> Iterator[B]:
         self._file.seek(0)
         for _ in range(self._count):
             with _spool_errors("embedded batches"):
-                ids, contents, metadatas, matrix, span, lines = pickle.load(self._file)  # noqa: S301
-            yield _Batch(ids, contents, metadatas, list(matrix), span, lines)
+                batch, matrix = pickle.load(self._file)  # noqa: S301
+            batch.embeddings = list(matrix)
+            yield batch
 
 
 @contextmanager

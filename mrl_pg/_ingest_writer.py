@@ -1,4 +1,5 @@
-"""Writing one batch: binary COPY straight into an empty table, else staging and an upsert."""
+"""Writing one batch into a table mrl_pg created: binary COPY straight into an empty table,
+else staging and an upsert on ``external_id`` (per tenant, with a tenant column)."""
 
 from __future__ import annotations
 
@@ -20,16 +21,21 @@ _COPY_TYPES = ["text", "text", "jsonb", "vector"]
 class _Writer:
     """Writes batches: straight into an empty table, else through staging and an upsert."""
 
-    def __init__(self, conn: psycopg.Connection[Any], config: TableConfig) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], config: TableConfig, *, tenant: str | None = None
+    ) -> None:
         self._conn = conn
         self._config = config
+        self._tenant = tenant
         self._staging = sql.Identifier("pg_temp", f"mrl_pg_staging_{uuid.uuid4().hex[:12]}")
         self._staging_exists = False
         self.direct = False
         embedding = sql.Identifier(config.embedding_column)
+        tenant_column = [config.tenant_column] if config.tenant_column else []
         columns = sql.SQL(", ").join(
-            [*(sql.Identifier(c) for c in _COLUMNS), embedding]
+            [*(sql.Identifier(c) for c in [*tenant_column, *_COLUMNS]), embedding]
         )
+        self._copy_types = ["text"] * len(tenant_column) + _COPY_TYPES
         self._copy_direct = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(
             config.table, columns
         )
@@ -37,23 +43,26 @@ class _Writer:
             self._staging, columns
         )
         self._create_staging = sql.SQL(
-            "CREATE TEMP TABLE {} (external_id text, content text, metadata jsonb, "
+            "CREATE TEMP TABLE {} ({}external_id text, content text, metadata jsonb, "
             "{} vector({})) ON COMMIT DROP"
-        ).format(self._staging, embedding, sql.Literal(config.full_dim))
+        ).format(self._staging, sql.SQL("").join(
+            sql.SQL("{} text, ").format(sql.Identifier(c)) for c in tenant_column),
+            embedding, sql.Literal(config.full_dim))
         self._truncate_staging = sql.SQL("TRUNCATE {}").format(self._staging)
         # ``xmax = 0`` holds for a freshly inserted row version only, so it tells
         # inserts from updates; rows the WHERE clause skips are not returned at all.
         self._upsert = sql.SQL(
             "WITH written AS ("
             "INSERT INTO {table} AS t ({columns}) SELECT {columns} FROM {staging} "
-            "ON CONFLICT (external_id) DO UPDATE SET content = EXCLUDED.content, "
+            "ON CONFLICT ({key}) DO UPDATE SET content = EXCLUDED.content, "
             "metadata = EXCLUDED.metadata, {embedding} = EXCLUDED.{embedding} "
             "WHERE (t.content, t.metadata, t.{embedding}) IS DISTINCT FROM "
             "(EXCLUDED.content, EXCLUDED.metadata, EXCLUDED.{embedding}) "
             "RETURNING (xmax = 0) AS inserted) "
             "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
             "FROM written"
-        ).format(table=config.table, columns=columns, staging=self._staging, embedding=embedding)
+        ).format(table=config.table, columns=columns, staging=self._staging, embedding=embedding,
+                 key=sql.SQL(", ").join(sql.Identifier(c) for c in config.upsert_key))
 
     def prepare(self) -> None:
         """Check the table against the configuration; copy directly if it is empty."""
@@ -106,10 +115,12 @@ class _Writer:
             raise DatabaseError(f"the upsert into {self._config.qualified_name} returned no counts")
         return int(counts[0]), int(counts[1])
 
-    @staticmethod
-    def _copy(cur: psycopg.Cursor[Any], statement: sql.Composed, batch: _Batch) -> None:
+    def _copy(self, cur: psycopg.Cursor[Any], statement: sql.Composed, batch: _Batch) -> None:
+        rows: Any = zip(batch.external_ids, batch.contents, batch.metadatas, batch.embeddings,
+                        strict=True)
+        if self._config.tenant_column:
+            rows = ((self._tenant, *row) for row in rows)
         with cur.copy(statement) as copy:
-            copy.set_types(_COPY_TYPES)
-            for row in zip(batch.external_ids, batch.contents, batch.metadatas,
-                           batch.embeddings, strict=True):
+            copy.set_types(self._copy_types)
+            for row in rows:
                 copy.write_row(row)

@@ -1,21 +1,22 @@
-"""Reading records to load from JSONL, CSV and Parquet files, one at a time.
+"""Records to load into a table mrl_pg created: checked one at a time as they are read.
 
 Every record is checked as it is read and carries the line it came from, so
 a problem is reported as ``FILE:LINE: what is wrong`` before anything is
-written. Files are streamed: memory use does not grow with the file.
+written. The file formats themselves are read by :mod:`mrl_pg._record_files`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._record_files import FORMATS, count_records, detect_format, file_rows, repeated_name
 from .config import TableConfig
 from .errors import IngestError, InvalidVectorError
 from .vectors import FloatArray, as_embedding
@@ -34,15 +35,7 @@ __all__ = [
 FIELDS = ("external_id", "content", "metadata", "embedding")
 """The fields a record may have; only ``external_id`` is required."""
 
-FORMATS = ("jsonl", "csv", "parquet")
-
-_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-_ALIASES = {"ndjson": "jsonl"}
 _ALLOWED = ", ".join(FIELDS)
-# An embedding of 16,000 dimensions written as JSON text is ~350 kB, beyond
-# the csv module's default limit of 128 kB per field.
-_CSV_FIELD_LIMIT = 64 * 1024 * 1024
-_PARQUET_BATCH_ROWS = 1024
 
 _Fail = Callable[[str], IngestError]
 
@@ -62,26 +55,6 @@ class Record:
     line: int | None = None
 
 
-def detect_format(path: str | Path, format: str | None = None) -> str:
-    """``"jsonl"``, ``"csv"`` or ``"parquet"``: ``format`` if given, else from the extension."""
-    if format is not None:
-        name = _ALIASES.get(format.lower(), format.lower())
-        if name not in FORMATS:
-            raise IngestError(
-                f"unknown format {format!r}: use one of jsonl, ndjson, csv, parquet", path=path
-            )
-        return name
-    suffix = Path(path).suffix.lower()
-    try:
-        return _EXTENSIONS[suffix]
-    except KeyError:
-        raise IngestError(
-            f"cannot tell the format from the extension {suffix or '(none)'!r}: name the file "
-            ".jsonl, .ndjson, .csv or .parquet, or give the format (jsonl, csv, parquet)",
-            path=path,
-        ) from None
-
-
 def read_records(
     path: str | Path, config: TableConfig, *, format: str | None = None
 ) -> Generator[Record, None, None]:
@@ -94,36 +67,16 @@ def read_records(
     caught by :func:`mrl_pg.ingest.ingest_records`, which sees the whole load.
     """
     kind = detect_format(path, format)
-    if kind == "jsonl":
-        return _read_jsonl(path, config)
-    if kind == "csv":
-        return _read_csv(path, config)
-    return _read_parquet(path, config)
+    return _checked(file_rows(path, kind, _check_names), config, path, kind != "jsonl")
 
 
-def count_records(path: str | Path, *, format: str | None = None) -> int:
-    """How many records the file holds, without checking them.
-
-    Free for Parquet (the footer says); JSONL and CSV are read through once.
-    """
-    kind = detect_format(path, format)
-    if kind == "parquet":
-        pq = _import_parquet(path)
-        try:
-            return int(pq.ParquetFile(path).metadata.num_rows)
-        except (OSError, ValueError) as exc:
-            raise IngestError(f"cannot read Parquet file: {exc}", path=path) from exc
-    try:
-        with open(path, "rb") as file:
-            if kind == "jsonl":
-                return sum(1 for raw in file if raw.strip())
-            _raise_csv_field_limit()
-            rows = sum(1 for row in csv.reader(_decoded_lines(file, path)) if row)
-            return max(rows - 1, 0)
-    except OSError as exc:
-        raise IngestError(f"cannot read file: {exc.strerror or exc}", path=path) from exc
-    except csv.Error as exc:
-        raise IngestError(f"invalid CSV: {exc}", path=path) from exc
+def _checked(
+    rows: Generator[tuple[int, Any], None, None], config: TableConfig, path: str | Path,
+    text_columns: bool,
+) -> Generator[Record, None, None]:
+    with closing(rows):
+        for line, fields in rows:
+            yield parse_record(fields, config, path=path, line=line, text_columns=text_columns)
 
 
 def parse_record(
@@ -323,179 +276,15 @@ def _json_problem(exc: json.JSONDecodeError) -> str:
     return f"{exc.msg} at column {exc.colno}"
 
 
-def _decoded_lines(file: Iterable[bytes], path: str | Path) -> Iterator[str]:
-    """The file's lines as text, line endings kept (as ``newline=""`` would), BOM dropped."""
-    for number, raw in enumerate(file, start=1):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise IngestError(
-                f"not valid UTF-8 (byte {exc.start + 1} of the line)", path=path, line=number
-            ) from None
-        if number == 1 and text.startswith("\ufeff"):
-            text = text[1:]
-        yield text
-
-
-def _open(path: str | Path) -> Any:
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise IngestError(f"cannot read file: {exc.strerror or exc}", path=path) from exc
-
-
-def _read_jsonl(path: str | Path, config: TableConfig) -> Generator[Record, None, None]:
-    with _open(path) as file:
-        for number, text in enumerate(_decoded_lines(file, path), start=1):
-            if not text.strip():
-                continue
-            try:
-                fields = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise IngestError(
-                    f"invalid JSON: {_json_problem(exc)}", path=path, line=number
-                ) from None
-            except RecursionError:
-                raise IngestError(
-                    "invalid JSON: nested too deeply", path=path, line=number
-                ) from None
-            yield parse_record(fields, config, path=path, line=number)
-
-
-def _raise_csv_field_limit() -> None:
-    # A process-wide setting; only ever raised, never lowered.
-    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
-        csv.field_size_limit(_CSV_FIELD_LIMIT)
-
-
-def _read_csv(path: str | Path, config: TableConfig) -> Generator[Record, None, None]:
-    _raise_csv_field_limit()
-    with _open(path) as file:
-        reader = csv.reader(_decoded_lines(file, path))
-        header: list[str] | None = None
-        header_line = 1
-        consumed = 0
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                raise IngestError(f"invalid CSV: {exc}", path=path, line=reader.line_num) from None
-            # A quoted field may span lines: a record starts after the last one ended.
-            start, consumed = consumed + 1, reader.line_num
-            if not row:
-                continue
-            if header is None:
-                header, header_line = _csv_header(row, path, start), start
-                continue
-            if len(row) != len(header):
-                raise IngestError(
-                    f"{len(row)} fields, but the header on line {header_line} has {len(header)}",
-                    path=path,
-                    line=start,
-                )
-            fields = dict(zip(header, row, strict=True))
-            yield parse_record(fields, config, path=path, line=start, text_columns=True)
-        if header is None:
-            raise IngestError("the CSV file is empty: expected a header row", path=path)
-
-
-def _csv_header(row: list[str], path: str | Path, line: int) -> list[str]:
-    names = [name.strip() for name in row]
+def _check_names(names: list[str], kind: str) -> str | None:
+    where = " in the header" if kind == "csv" else ""
     for name in names:
         if name not in FIELDS:
-            raise IngestError(
-                f"unknown column {name!r} in the header; allowed columns: {_ALLOWED}",
-                path=path,
-                line=line,
-            )
-    repeated = [name for name in FIELDS if names.count(name) > 1]
-    if repeated:
-        raise IngestError(
-            f"column {repeated[0]!r} appears twice in the header", path=path, line=line
-        )
+            return f"unknown column {name!r}{where}; allowed columns: {_ALLOWED}"
+    repeated = repeated_name(names)
+    if repeated is not None:
+        return f"column {repeated!r} appears twice in the header"
     if "external_id" not in names:
-        raise IngestError("the header has no external_id column", path=path, line=line)
-    return names
-
-
-def _import_parquet(path: str | Path) -> Any:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise IngestError(
-            "reading Parquet files needs pyarrow: pip install pyarrow", path=path
-        ) from None
-    return pq
-
-
-def _read_parquet(path: str | Path, config: TableConfig) -> Generator[Record, None, None]:
-    pq = _import_parquet(path)
-    try:
-        parquet = pq.ParquetFile(path)
-    except FileNotFoundError as exc:
-        raise IngestError(f"cannot read file: {exc.strerror or exc}", path=path) from exc
-    except (OSError, ValueError) as exc:
-        raise IngestError(f"cannot read Parquet file: {exc}", path=path) from exc
-    with parquet:
-        names = list(parquet.schema_arrow.names)
-        for name in names:
-            if name not in FIELDS:
-                raise IngestError(
-                    f"unknown column {name!r}; allowed columns: {_ALLOWED}", path=path
-                )
-        if "external_id" not in names:
-            raise IngestError("the file has no external_id column", path=path)
-        batches = parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS)
-        number = 0
-        while True:
-            try:
-                batch = next(batches, None)
-            except (OSError, ValueError) as exc:
-                raise IngestError(
-                    f"cannot read Parquet file: {exc}", path=path, line=number + 1
-                ) from exc
-            if batch is None:
-                return
-            for fields in _parquet_rows(batch):
-                number += 1
-                yield parse_record(fields, config, path=path, line=number, text_columns=True)
-
-
-def _parquet_rows(batch: Any) -> Iterator[dict[str, Any]]:
-    """A record batch's rows as dicts, embeddings as numpy rows when the column allows."""
-    names = list(batch.schema.names)
-    embeddings = _parquet_embeddings(batch.column("embedding")) if "embedding" in names else None
-    columns = {
-        name: batch.column(name).to_pylist()
-        for name in names
-        if not (name == "embedding" and embeddings is not None)
-    }
-    for i in range(batch.num_rows):
-        fields = {name: values[i] for name, values in columns.items()}
-        if embeddings is not None:
-            fields["embedding"] = embeddings[i]
-        yield fields
-
-
-def _parquet_embeddings(column: Any) -> Any:
-    """An ``(n, dim)`` array for a list-of-floats column with no nulls and one length, else None.
-
-    Converting each row to a Python list costs more than the whole COPY; other
-    columns take the slow path, whose errors name the row.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    kind = column.type
-    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)
-            or pa.types.is_fixed_size_list(kind)):
-        return None
-    if not pa.types.is_floating(kind.value_type) or column.null_count or len(column) == 0:
-        return None
-    values = column.flatten()
-    lengths = pc.list_value_length(column)
-    if values.null_count or pc.min(lengths).as_py() != pc.max(lengths).as_py():
-        return None
-    return values.to_numpy().reshape(len(column), -1)
+        return ("the header has no external_id column" if kind == "csv"
+                else "the file has no external_id column")
+    return None

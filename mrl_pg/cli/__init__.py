@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from . import _bench, _db, _delete, _demo, _index, _ingest, _search, _server, _tune
+from . import _adopt, _bench, _db, _delete, _demo, _index, _ingest, _search, _server, _tune
 from ._app import cli
 
-for _module in (_server, _db, _ingest, _delete, _index, _search, _tune, _demo, _bench):
+for _module in (_server, _db, _adopt, _ingest, _delete, _index, _search, _tune, _demo, _bench):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import click
 
 from .. import migrate as migrations
-from ..config import TableConfig
 from ..install import install_script
-from ._app import dsn_option, table_options
+from ._app import TableChoice, dsn_option, table_options
 
 
 @click.command()
@@ -21,9 +20,12 @@ def migrate(dsn: str | None, revision: str) -> None:
 
 @click.command(name="sql")
 @table_options
-def sql_command(config: TableConfig) -> None:
+@click.option("--tenant-column", default=None, metavar="NAME",
+              help="Give the table a tenant column (text NOT NULL); external_id is then "
+                   "unique per tenant.")
+def sql_command(table: TableChoice, tenant_column: str | None) -> None:
     """Print the install script (table, indexes, search function) for psql -f."""
-    click.echo(install_script(config), nl=False)
+    click.echo(install_script(table.new_config(tenant_column=tenant_column)), nl=False)
 
 
 COMMANDS = [migrate, sql_command]

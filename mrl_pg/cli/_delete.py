@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..config import TableConfig
 from ..db import connect
 from ..delete import delete_rows
-from ._app import dsn_option, table_options
+from ..errors import InvalidConfigError
+from ._app import TableChoice, dsn_option, table_options
 from ._search import _parse_filter
 
 
@@ -24,7 +24,7 @@ from ._search import _parse_filter
 @table_options
 @dsn_option
 def delete_command(ids: tuple[str, ...], ids_file: Path | None, filter_json: str | None,
-                   dry_run: bool, config: TableConfig, dsn: str) -> None:
+                   dry_run: bool, table: TableChoice, dsn: str) -> None:
     """Delete rows by --id/--ids-file, by --filter, or both (rows matching both).
 
     All matching rows go in one transaction, or none do.
@@ -43,6 +43,15 @@ def delete_command(ids: tuple[str, ...], ids_file: Path | None, filter_json: str
     if keys is None and flt is None:
         raise click.UsageError("name the rows to delete: --id, --ids-file and/or --filter")
     with connect(dsn, autocommit=True) as conn:
+        config = table.resolve(conn)
+        if config.adopted:
+            raise InvalidConfigError(
+                f"{config.qualified_name} is an adopted table: mrl-pg delete works on tables "
+                "mrl_pg created (by external_id or metadata); delete its rows with SQL")
+        if config.tenant_column is not None and keys is not None:
+            raise InvalidConfigError(
+                f"{config.qualified_name} has a tenant column, and an external_id is unique "
+                "per tenant only: --id would delete every tenant's row; use --filter or SQL")
         report = delete_rows(conn, config, external_ids=keys, filter=flt, dry_run=dry_run)
     if report.dry_run:
         click.echo(f"{config.qualified_name}: {report.matched} rows match; nothing deleted "

@@ -9,15 +9,16 @@ from typing import Any
 import click
 import psycopg
 
+from ..adopt import adopt_ddl
 from ..config import TableConfig
 from ..db import connect
-from ..errors import DatabaseError
+from ..errors import DatabaseError, InvalidConfigError
 from ..index import (
     build_hnsw_index,
     drop_hnsw_index,
     index_status,
 )
-from ._app import dsn_option, table_options
+from ._app import TableChoice, dsn_option, table_options
 from ._progress import IndexProgressBar
 
 
@@ -29,43 +30,56 @@ def index() -> None:
 @index.command()
 @dsn_option
 @table_options
-@click.option("--m", "hnsw_m", type=int, default=TableConfig.hnsw_m, show_default=True,
-              help="HNSW neighbours per node (2*m on the ground layer).")
-@click.option("--ef-construction", "hnsw_ef_construction", type=int,
-              default=TableConfig.hnsw_ef_construction, show_default=True,
-              help="HNSW candidate list size while building.")
+@click.option("--m", "hnsw_m", type=int, default=None,
+              help="HNSW neighbours per node (2*m on the ground layer; default: the "
+                   "index's current setting, else 16).")
+@click.option("--ef-construction", "hnsw_ef_construction", type=int, default=None,
+              help="HNSW candidate list size while building (default: the index's current "
+                   "setting, else 64).")
 @click.option("--maintenance-work-mem", metavar="SIZE", default=None,
               help="Memory for the build, e.g. 2GB (default: the estimated graph plus 25%, "
                    "within a quarter of RAM).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Parallel maintenance workers (default: CPUs - 1).")
-@click.option("--concurrently", is_flag=True,
+@click.option("--concurrently/--no-concurrently", default=None,
               help="Keep the table readable and writable during the build (slower); the old "
-                   "index serves searches until the new one replaces it.")
+                   "index serves searches until the new one replaces it. Default: on for an "
+                   "adopted table, off for a table mrl_pg created.")
 def build(
     dsn: str,
-    config: TableConfig,
-    hnsw_m: int,
-    hnsw_ef_construction: int,
+    table: TableChoice,
+    hnsw_m: int | None,
+    hnsw_ef_construction: int | None,
     maintenance_work_mem: str | None,
     workers: int | None,
-    concurrently: bool,
+    concurrently: bool | None,
 ) -> None:
-    """Rebuild the HNSW index from the table's rows; run it after a bulk load."""
-    config = dataclasses.replace(config, hnsw_m=hnsw_m, hnsw_ef_construction=hnsw_ef_construction)
+    """Rebuild the HNSW index from the table's rows; run it after a bulk load.
+
+    On an adopted table this rebuilds the index on the embedding's prefix
+    expression, concurrently unless --no-concurrently.
+    """
     bar = IndexProgressBar() if sys.stderr.isatty() else None
     try:
         with _connect(dsn) as conn:
+            config = table.resolve(conn)
+            config = dataclasses.replace(
+                config,
+                hnsw_m=config.hnsw_m if hnsw_m is None else hnsw_m,
+                hnsw_ef_construction=config.hnsw_ef_construction if hnsw_ef_construction is None
+                else hnsw_ef_construction)
             report = build_hnsw_index(
                 conn,
                 config,
                 dsn=dsn,
                 maintenance_work_mem=maintenance_work_mem,
                 parallel_workers=workers,
-                concurrently=concurrently,
+                concurrently=config.adopted if concurrently is None else concurrently,
                 on_progress=bar.update if bar else None,
                 on_warning=bar.warn if bar else _warn,
             )
+            if config.adopted:
+                _record_adoption(conn, config)
     finally:
         if bar:
             bar.close()
@@ -78,12 +92,27 @@ def build(
     )
 
 
+def _record_adoption(conn: psycopg.Connection[Any], config: TableConfig) -> None:
+    # The adoption's choices (key, columns, tenant) live in a comment on the index,
+    # which a new index does not have: record them again, as `mrl-pg adopt` does.
+    try:
+        with conn.transaction():
+            for statement in adopt_ddl(config).after:
+                conn.execute(statement)
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"rebuilt {config.hnsw_index_name}, but could not record the adoption of "
+            f"{config.qualified_name} on it (run `mrl-pg adopt {config.name}` again): {exc}"
+        ) from exc
+
+
 @index.command()
 @dsn_option
 @table_options
-def status(dsn: str | None, config: TableConfig) -> None:
+def status(dsn: str | None, table: TableChoice) -> None:
     """Say whether the HNSW index exists and is valid, with its size and estimated row count."""
     with _connect(dsn) as conn:
+        config = table.resolve(conn)
         st = index_status(conn, config)
     if not st.exists:
         click.echo(f"{config.hnsw_index_name}: missing (run `mrl-pg index build`)")
@@ -98,9 +127,19 @@ def status(dsn: str | None, config: TableConfig) -> None:
 @dsn_option
 @table_options
 @click.option("--concurrently", is_flag=True, help="Do not block the table's readers and writers.")
-def drop(dsn: str | None, config: TableConfig, concurrently: bool) -> None:
-    """Drop the HNSW index, e.g. before a large bulk load."""
+def drop(dsn: str | None, table: TableChoice, concurrently: bool) -> None:
+    """Drop the HNSW index, e.g. before a large bulk load.
+
+    Not for an adopted table, whose adoption lives on its index: release it
+    with `mrl-pg adopt --release` instead.
+    """
     with _connect(dsn) as conn:
+        config = table.resolve(conn)
+        if config.adopted:
+            raise InvalidConfigError(
+                f"{config.qualified_name} is adopted, and its index records the adoption: "
+                f"rebuild it with `mrl-pg index build`, or remove it with "
+                f"`mrl-pg adopt --release {config.name}`")
         dropped = drop_hnsw_index(conn, config, concurrently=concurrently)
     name = config.hnsw_index_name
     click.echo(f"dropped {name}" if dropped else f"{name} did not exist", err=True)

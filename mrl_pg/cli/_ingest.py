@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,11 @@ from psycopg import sql
 
 from ..config import DEFAULT_TABLE, TableConfig
 from ..db import connect
-from ..errors import MrlPgError
+from ..errors import InvalidConfigError, MrlPgError
 from ..ingest import IngestReport, ingest_file
 from ..install import install
 from ..readers import count_records, detect_format
-from ._app import dsn_option, table_options
+from ._app import TableChoice, dsn_option, table_options
 from ._progress import IndexProgressBar, progress_bar
 
 # Counting records before loading gives the progress bar an ETA; above this
@@ -52,11 +53,21 @@ _COUNT_LIMIT_BYTES = 256 * 1024 * 1024
 @click.option("--re-embed", is_flag=True,
               help="Embed every record without an embedding, even when the stored row has "
                    "the same content (use after changing model).")
+@click.option("--tenant", default=None, metavar="VALUE",
+              help="The tenant every record belongs to, for a table with a tenant column: "
+                   "rows are matched within the tenant, and another tenant's row is never "
+                   "overwritten.")
+@click.option("--tenant-column", default=None, metavar="NAME",
+              help="With --create: give the new table a tenant column (then --tenant is "
+                   "needed), so an external_id is unique per tenant.")
+@click.option("--text-column", default=None, metavar="COLUMN",
+              help="Adopted table: the text column a record without an embedding is "
+                   "embedded from.")
 def ingest(
     file: Path,
     format_: str | None,
     batch_size: int,
-    config: TableConfig,
+    table: TableChoice,
     dsn: str | None,
     create: bool,
     commit_each_batch: bool,
@@ -64,58 +75,98 @@ def ingest(
     model: str | None,
     lock_timeout: float,
     re_embed: bool,
+    tenant: str | None,
+    tenant_column: str | None,
+    text_column: str | None,
 ) -> None:
     """Insert or update the records of FILE (.jsonl, .ndjson, .csv or .parquet).
 
-    Each record has external_id (required), content, metadata (a JSON object)
-    and embedding (an array of --dim numbers). Records without an embedding
-    are embedded from their content. Rows are matched on external_id;
-    unchanged rows are not rewritten, so loading a file again is cheap.
+    Into a table mrl_pg created, each record has external_id (required),
+    content, metadata (a JSON object) and embedding (an array of --dim
+    numbers); records without an embedding are embedded from their content,
+    and rows are matched on external_id (per --tenant with a tenant column).
+
+    Into an adopted table (`mrl-pg adopt`), a record's fields are the table's
+    own columns, the embedding column included or computed from
+    --text-column; rows are matched on the table's key, and only the columns
+    a record gives are updated.
+
+    Unchanged rows are not rewritten, so loading a file again is cheap. All
+    or nothing: a bad record writes no row.
     """
     detect_format(file, format_)
     if file.stat().st_size == 0:
         raise click.ClickException(f"{file} is empty: nothing to load")
-    embedder = _LazyEmbedder(model, config.full_dim)
     with connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("SET lock_timeout = {}").format(
             sql.Literal(f"{round(lock_timeout * 1000)}ms")))
-        if not _table_exists(conn, config):
-            if not create:
-                hint = ("run `mrl-pg migrate` to create it, or pass --create"
-                        if config.name == DEFAULT_TABLE and config.schema is None
-                        else "pass --create to create it")
-                raise click.ClickException(
-                    f"table {config.qualified_name} does not exist: {hint}"
-                )
-            install(conn, config)
-            click.echo(f"created table {config.qualified_name}", err=True)
+        config = _table(conn, table, create=create, tenant_column=tenant_column)
+        if config.adopted and defer_index:
+            raise InvalidConfigError(
+                f"--defer-index would drop the index of the adopted table "
+                f"{config.qualified_name}, which its searches and its adoption depend on; "
+                "load it without --defer-index")
+        embedder = _LazyEmbedder(model, config.full_dim)
+        options = _Options(format_, batch_size, commit_each_batch, not re_embed, tenant,
+                           text_column)
         try:
             if defer_index:
-                _load_deferring_index(conn, config, file, format_, batch_size, embedder,
-                                      commit_each_batch, not re_embed)
+                _load_deferring_index(conn, config, file, embedder, options)
             else:
-                _load(conn, config, file, format_, batch_size, embedder, commit_each_batch,
-                      not re_embed)
+                _load(conn, config, file, embedder, options)
         finally:
             embedder.close()
+
+
+@dataclass(frozen=True)
+class _Options:
+    format: str | None
+    batch_size: int
+    commit_each_batch: bool
+    reuse_embeddings: bool
+    tenant: str | None
+    text_column: str | None
+
+
+def _table(
+    conn: psycopg.Connection[Any], table: TableChoice, *, create: bool,
+    tenant_column: str | None,
+) -> TableConfig:
+    if table.exists(conn):
+        config = table.resolve(conn)
+        if tenant_column is not None and tenant_column != config.tenant_column:
+            have = (f"the tenant column {config.tenant_column!r}" if config.tenant_column
+                    else "no tenant column")
+            raise InvalidConfigError(
+                f"table {config.qualified_name} exists with {have}; --tenant-column "
+                f"{tenant_column!r} only applies to a table --create makes")
+        return config
+    config = table.new_config(tenant_column=tenant_column)
+    if not create:
+        hint = ("run `mrl-pg migrate` to create it, or pass --create"
+                if config.name == DEFAULT_TABLE and config.schema is None
+                and tenant_column is None else "pass --create to create it")
+        raise click.ClickException(f"table {config.qualified_name} does not exist: {hint}")
+    install(conn, config)
+    click.echo(f"created table {config.qualified_name}", err=True)
+    return config
 
 
 def _load(
     conn: psycopg.Connection[Any],
     config: TableConfig,
     file: Path,
-    format_: str | None,
-    batch_size: int,
     embedder: _LazyEmbedder,
-    commit_each_batch: bool,
-    reuse_embeddings: bool,
+    options: _Options,
 ) -> IngestReport:
-    total = _cheap_count(file, format_) if sys.stderr.isatty() else None
+    total = _cheap_count(file, options.format) if sys.stderr.isatty() else None
     with progress_bar(total, file.name) as bar:
         report = ingest_file(
             conn, config, file,
-            format=format_, batch_size=batch_size, embedder=embedder,
-            commit_each_batch=commit_each_batch, reuse_embeddings=reuse_embeddings,
+            format=options.format, batch_size=options.batch_size, embedder=embedder,
+            commit_each_batch=options.commit_each_batch,
+            reuse_embeddings=options.reuse_embeddings, tenant=options.tenant,
+            text_column=options.text_column,
             on_progress=lambda done: bar.update(done - bar.n),
         )
     click.echo(_summary(file, report), err=True)
@@ -126,18 +177,14 @@ def _load_deferring_index(
     conn: psycopg.Connection[Any],
     config: TableConfig,
     file: Path,
-    format_: str | None,
-    batch_size: int,
     embedder: _LazyEmbedder,
-    commit_each_batch: bool,
-    reuse_embeddings: bool,
+    options: _Options,
 ) -> None:
     from ..index import drop_hnsw_index
 
     dropped = drop_hnsw_index(conn, config)
     try:
-        _load(conn, config, file, format_, batch_size, embedder, commit_each_batch,
-              reuse_embeddings)
+        _load(conn, config, file, embedder, options)
     except BaseException:
         if dropped:
             click.echo(f"load failed; rebuilding the HNSW index of {config.qualified_name}",
@@ -185,13 +232,6 @@ class _LazyEmbedder:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
-
-
-def _table_exists(conn: psycopg.Connection[Any], config: TableConfig) -> bool:
-    row = conn.execute(
-        "SELECT to_regclass(%s) IS NOT NULL", (config.table.as_string(conn),)
-    ).fetchone()
-    return bool(row and row[0])
 
 
 def _cheap_count(file: Path, format_: str | None) -> int | None:

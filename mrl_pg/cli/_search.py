@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,9 @@ from ..config import TableConfig
 from ..db import connect
 from ..errors import InvalidSearchError
 from ..vectors import load_npy
-from ._app import dsn_option, table_options
+from ._app import TableChoice, dsn_option, table_options
+
+_TEXT_TYPES = {"text", "varchar", "bpchar", "citext", "name"}
 
 
 def _load_vector(path: Path) -> Any:
@@ -23,18 +28,24 @@ def _load_vector(path: Path) -> Any:
     return vector
 
 
-def _parse_filter(text: str | None) -> dict[str, Any] | None:
+def _json_object(text: str | None, option: str, example: str) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidSearchError(f"--filter is not valid JSON: {exc}") from exc
+        raise InvalidSearchError(f"{option} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
-        raise InvalidSearchError(
-            f'--filter must be a JSON object such as {{"lang": "en"}}, got {text}'
-        )
+        raise InvalidSearchError(f"{option} must be a JSON object such as {example}, got {text}")
     return value
+
+
+def _parse_filter(text: str | None) -> dict[str, Any] | None:
+    return _json_object(text, "--filter", '{"lang": "en"}')
+
+
+def _parse_where(text: str | None) -> dict[str, Any] | None:
+    return _json_object(text, "--where", '{"author_id": 7}')
 
 
 def _shorten(text: str | None, width: int) -> str:
@@ -42,20 +53,55 @@ def _shorten(text: str | None, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def render_table(results: list[SearchResult]) -> str:
-    """Rank, distance, external id, content and metadata, one row per result."""
+def json_safe(value: Any) -> Any:
+    """A column value as JSON can carry it: timestamps, uuids, decimals and the like as text."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (uuid.UUID, decimal.Decimal)):
+        return str(value)
+    if isinstance(value, (bytes, memoryview)):
+        return bytes(value).hex()
+    return str(value)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in [header, *rows])
+
+
+def render_table(results: list[SearchResult], config: TableConfig | None = None) -> str:
+    """Rank, distance and the row: external id, content and metadata for a table mrl_pg
+    created; the key and the first text column for an adopted one."""
     if not results:
         return "no results"
-    header = ("#", "distance", "external_id", "content", "metadata")
-    rows = [
-        (str(i), f"{r.distance:.4f}", r.external_id or "", _shorten(r.content, 60),
-         _shorten(json.dumps(r.metadata, ensure_ascii=False), 40))
-        for i, r in enumerate(results, 1)
-    ]
-    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in [header, *rows]]
-    return "\n".join(lines)
+    if config is None or not config.adopted:
+        return _table(("#", "distance", "external_id", "content", "metadata"), [
+            (str(i), f"{r.distance:.4f}", r.external_id or "", _shorten(r.content, 60),
+             _shorten(json.dumps(r.metadata, ensure_ascii=False), 40))
+            for i, r in enumerate(results, 1)])
+    types = config.filterable_columns
+    text = next((c for c in config.returned_columns
+                 if c not in config.key and c in types and types[c][2] in _TEXT_TYPES), None)
+    shown = [*config.key, *([text] if text else [])]
+    return _table(("#", "distance", *shown), [
+        (str(i), f"{r.distance:.4f}",
+         *(_shorten(_cell(r.row.get(c)), 60 if c == text else 30) for c in shown))
+        for i, r in enumerate(results, 1)])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(json_safe(value), ensure_ascii=False)
 
 
 @click.command(name="search")
@@ -68,37 +114,53 @@ def render_table(results: list[SearchResult]) -> str:
                    "`mrl-pg tune` saved for the table, else 8).")
 @click.option("--filter", "filter_json", metavar="JSON",
               help='Metadata containment filter, e.g. \'{"lang": "en"}\'.')
+@click.option("--where", "where_json", metavar="JSON",
+              help='Conditions on the table\'s own columns, e.g. \'{"author_id": 7}\', '
+                   '\'{"status": ["draft", "live"]}\', \'{"deleted_at": null}\' or '
+                   '\'{"published": {"gte": "2024-01-01"}}\' (operators eq, ne, lt, lte, '
+                   'gt, gte, in, not_in, is_null).')
+@click.option("--tenant", default=None, metavar="VALUE",
+              help="Only rows of this tenant (a table with a tenant column).")
 @click.option("--exact", is_flag=True, help="Exact full-dimension search (no index).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per row: the table's columns and distance.")
 @click.option("--model", default=None, help="Embedding model for TEXT.")
 @table_options
 @dsn_option
 def search_command(text: str | None, vector_file: Path | None, k: int, oversample: int | None,
-                   filter_json: str | None, exact: bool, as_json: bool, model: str | None,
-                   config: TableConfig, dsn: str | None) -> None:
-    """Search by TEXT (embedded with the OpenAI SDK) or by --vector FILE.npy."""
+                   filter_json: str | None, where_json: str | None, tenant: str | None,
+                   exact: bool, as_json: bool, model: str | None, table: TableChoice,
+                   dsn: str | None) -> None:
+    """Search by TEXT (embedded with the OpenAI SDK) or by --vector FILE.npy.
+
+    Works on a table mrl_pg created and on one adopted with `mrl-pg adopt`;
+    --where filters the table's own columns inside the index scan, so k
+    matching rows come back whenever that many exist.
+    """
     if (text is None) == (vector_file is None):
         raise click.UsageError("give either TEXT or --vector FILE.npy")
     flt = _parse_filter(filter_json)
-    if vector_file is not None:
-        query = _load_vector(vector_file)
-    else:
-        from ..embeddings import DEFAULT_MODEL, EmbeddingClient
-
-        client = EmbeddingClient(model=model or DEFAULT_MODEL, dimensions=config.full_dim)
-        query = client.embed_one(text or "")
+    where = _parse_where(where_json)
+    query = _load_vector(vector_file) if vector_file is not None else None
     with connect(dsn, autocommit=True) as conn:
+        config = table.resolve(conn)
+        if query is None:
+            from ..embeddings import DEFAULT_MODEL, EmbeddingClient
+
+            with EmbeddingClient(model=model or DEFAULT_MODEL,
+                                 dimensions=config.full_dim) as client:
+                query = client.embed_one(text or "")
         if exact:
-            results = exact_search(conn, config, query, k=k, filter=flt)
+            results = exact_search(conn, config, query, k=k, filter=flt, where=where,
+                                   tenant=tenant)
         else:
-            results = search(conn, config, query, k=k, oversample=oversample, filter=flt)
+            results = search(conn, config, query, k=k, oversample=oversample, filter=flt,
+                             where=where, tenant=tenant)
     if as_json:
         for r in results:
-            click.echo(json.dumps({"id": r.id, "external_id": r.external_id,
-                                   "content": r.content, "metadata": r.metadata,
-                                   "distance": r.distance}, ensure_ascii=False))
+            click.echo(json.dumps(json_safe(r.as_dict()), ensure_ascii=False))
     else:
-        click.echo(render_table(results))
+        click.echo(render_table(results, config))
 
 
 COMMANDS = [search_command]

@@ -8,12 +8,11 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..config import TableConfig
 from ..db import connect
 from ..errors import MrlPgError
 from ..tune import TuneOptions, TuneReport, tune
 from ..tuning import clear_tuning, load_tuning
-from ._app import dsn_option, table_options
+from ._app import TableChoice, dsn_option, table_options
 from ._bench import _counts, _Progress
 from ._search import _load_vector, _parse_filter
 
@@ -92,7 +91,7 @@ def render_report(report: TuneReport) -> str:
 @dsn_option
 def tune_command(query_count: int, queries_file: Path | None, k: int, target_recall: float,
                  oversample: str, ef_search: str | None, filter_json: str | None, rounds: int,
-                 seed: int, dry_run: bool, reset: bool, as_json: bool, config: TableConfig,
+                 seed: int, dry_run: bool, reset: bool, as_json: bool, table: TableChoice,
                  dsn: str) -> None:
     """Find the cheapest oversample and ef_search reaching --target-recall on this table.
 
@@ -103,6 +102,7 @@ def tune_command(query_count: int, queries_file: Path | None, k: int, target_rec
     changed.
     """
     with connect(dsn, autocommit=True) as conn:
+        config = table.resolve(conn)
         if reset:
             cleared = clear_tuning(conn, config)
             click.echo(f"{config.qualified_name}: "

@@ -1,0 +1,126 @@
+"""``mrl-pg adopt``: adaptive search on a table you already have; ``--release`` undoes it."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import psycopg
+
+from ..adopt import adopt_table, release_table
+from ..catalog import describe_table
+from ..config import TableConfig, validate_identifier
+from ..db import connect
+from ..errors import InvalidConfigError
+from ._app import dsn_option
+from ._progress import IndexProgressBar
+
+
+def _columns(text: str | None, option: str) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    names = tuple(part.strip() for part in text.split(","))
+    if not all(names):
+        raise click.BadParameter(f"expected comma-separated column names, got {text!r}",
+                                 param_hint=option)
+    return names
+
+
+@click.command(name="adopt")
+@click.argument("table")
+@click.option("--embedding", default=None, metavar="COLUMN",
+              help="The vector(N) or halfvec(N) column to search (default: what an earlier "
+                   "adoption recorded, else 'embedding').")
+@click.option("--prefix-dim", type=int, default=None,
+              help="Leading dimensions the HNSW index holds (default: what an earlier "
+                   "adoption recorded, else 512); must be below N.")
+@click.option("--schema", default=None, help="Schema of the table (default: search_path).")
+@click.option("--key", default=None, metavar="COL[,COL...]",
+              help="Columns that identify a row (default: the primary key; else name the "
+                   "columns of a unique constraint). Ingest upserts on them.")
+@click.option("--columns", default=None, metavar="COL[,COL...]",
+              help="Columns a search returns (default: every column but vectors).")
+@click.option("--metadata", default=None, metavar="COLUMN",
+              help="A jsonb column that `search --filter` matches by containment.")
+@click.option("--tenant-column", "--tenant", "tenant", default=None, metavar="COLUMN",
+              help="The tenant column: `search --tenant VALUE` scopes to it, and an ingest "
+                   "never overwrites another tenant's row.")
+@click.option("--m", "hnsw_m", type=int, default=16, show_default=True,
+              help="HNSW neighbours per node of a new index.")
+@click.option("--ef-construction", "hnsw_ef_construction", type=int, default=64,
+              show_default=True, help="HNSW candidate list size while building a new index.")
+@click.option("--maintenance-work-mem", metavar="SIZE", default=None,
+              help="Memory for the index build, e.g. 2GB (default: the estimated graph "
+                   "plus 25%, within a quarter of RAM).")
+@click.option("--release", is_flag=True,
+              help="Undo an adoption instead: drop the index, the search function and the "
+                   "saved tuning; the table and its rows stay as they are.")
+@dsn_option
+def adopt(table: str, embedding: str | None, prefix_dim: int | None, schema: str | None,
+          key: str | None, columns: str | None, metadata: str | None, tenant: str | None,
+          hnsw_m: int, hnsw_ef_construction: int, maintenance_work_mem: str | None,
+          release: bool, dsn: str) -> None:
+    """Add adaptive search to an existing TABLE without copying or rewriting it.
+
+    Builds an HNSW index on the re-normalized prefix of the embedding column
+    (CREATE INDEX CONCURRENTLY: writers carry on) and the search function
+    mrl_search_TABLE. Running it again keeps a valid index and refreshes the
+    function. Afterwards search, index and ingest take just --table TABLE.
+    `mrl-pg adopt --release TABLE` removes both again.
+    """
+    validate_identifier(table, what="table name")
+    if schema is not None:
+        validate_identifier(schema, what="schema name")
+    with connect(dsn, autocommit=True) as conn:
+        if release:
+            config = describe_table(conn, table, schema=schema)
+            if not config.adopted:
+                raise InvalidConfigError(
+                    f"{config.qualified_name} is a table mrl_pg created, not an adopted one: "
+                    "there is nothing to release")
+            dropped = release_table(conn, config)
+            click.echo(f"released {config.qualified_name}: function "
+                       f"{config.search_function_name} dropped, index {config.hnsw_index_name} "
+                       + ("dropped" if dropped else "was not there") + "; rows untouched")
+            return
+        config = TableConfig.from_table(
+            conn, table, embedding=embedding, prefix_dim=prefix_dim, schema=schema,
+            key=_columns(key, "--key"), columns=_columns(columns, "--columns"),
+            metadata=metadata, tenant=tenant, hnsw_m=hnsw_m,
+            hnsw_ef_construction=hnsw_ef_construction)
+        _refuse_a_different_prefix(conn, config)
+        bar = IndexProgressBar() if sys.stderr.isatty() else None
+        try:
+            report = adopt_table(conn, config, maintenance_work_mem=maintenance_work_mem,
+                                 on_progress=bar.update if bar else None)
+        finally:
+            if bar:
+                bar.close()
+    click.echo(f"adopted {config.qualified_name}: {config.embedding_type}({config.full_dim}) "
+               f"column {config.embedding_column}, prefix {config.prefix_dim}, key "
+               f"({', '.join(config.key)})"
+               + (f", tenant column {config.tenant_column}" if config.tenant_column else ""))
+    for line in report.lines():
+        click.echo(f"  {line}")
+
+
+def _refuse_a_different_prefix(conn: psycopg.Connection[Any], config: TableConfig) -> None:
+    # A valid index is kept as it is, so a second adoption with another embedding
+    # column or prefix would leave a function the index cannot serve.
+    try:
+        recorded = describe_table(conn, config.name, schema=config.schema)
+    except InvalidConfigError:
+        return
+    if not recorded.adopted:
+        raise InvalidConfigError(
+            f"{config.qualified_name} is a table mrl_pg created: it has its own prefix "
+            "index and needs no adoption")
+    if (recorded.embedding_column, recorded.prefix_dim) != (
+            config.embedding_column, config.prefix_dim):
+        raise InvalidConfigError(
+            f"{config.qualified_name} is already adopted with a {recorded.prefix_dim}-dimension "
+            f"prefix of {recorded.embedding_column!r}; release it first "
+            f"(mrl-pg adopt --release {config.name}) to adopt it with a "
+            f"{config.prefix_dim}-dimension prefix of {config.embedding_column!r}")
+COMMANDS = [adopt]
