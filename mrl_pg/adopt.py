@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .catalog import adoption_comment
+from .catalog import adoption_comment_ddl
 from .config import TableConfig
 from .errors import DatabaseError, InvalidConfigError
 from .index import (
@@ -69,13 +69,9 @@ def adopt_ddl(config: TableConfig) -> AdoptionDDL:
     return AdoptionDDL(
         before=[pgvector_check_ddl()],
         concurrent=[hnsw_index_ddl(config, concurrently=True, if_not_exists=True)],
-        after=[_comment_ddl(config), *tuning_table_ddl(config), search_function_ddl(config)],
+        after=[adoption_comment_ddl(config), *tuning_table_ddl(config),
+               search_function_ddl(config)],
     )
-
-
-def _comment_ddl(config: TableConfig) -> sql.Composed:
-    return sql.SQL("COMMENT ON INDEX {} IS {}").format(
-        config.qualified(config.hnsw_index_name), sql.Literal(adoption_comment(config)))
 
 
 def release_ddl(config: TableConfig) -> AdoptionDDL:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from .config import (
     DEFAULT_PREFIX_DIM,
@@ -20,7 +21,7 @@ from .errors import InvalidConfigError
 
 __all__ = [
     "describe_existing_table", "describe_table", "TableColumn", "adoption_comment",
-    "adoption_choices",
+    "adoption_choices", "adoption_comment_ddl",
 ]
 
 _VECTOR_TYPES = ("vector", "halfvec", "sparsevec")
@@ -150,6 +151,12 @@ def adoption_comment(config: TableConfig) -> str:
     return _COMMENT_PREFIX + json.dumps({
         "key": list(config.key), "columns": list(config.returned_columns),
         "metadata": config.metadata_column, "tenant": config.tenant_column})
+
+
+def adoption_comment_ddl(config: TableConfig) -> sql.Composed:
+    """``COMMENT ON INDEX`` recording :func:`adoption_comment` on the prefix index."""
+    return sql.SQL("COMMENT ON INDEX {} IS {}").format(
+        config.qualified(config.hnsw_index_name), sql.Literal(adoption_comment(config)))
 
 
 def adoption_choices(comment: str | None) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from ._index_memory import (
 )
 from ._index_progress import IndexProgress, ProgressPoller
 from ._locks import lock_error
+from .catalog import adoption_comment_ddl
 from .config import TableConfig, validate_identifier
 from .errors import DatabaseError, InvalidConfigError, MrlPgError
 from .schema import hnsw_index_ddl
@@ -244,6 +245,8 @@ def build_hnsw_index(
             if swap:
                 conn.execute(_drop_statement(config, concurrently=True))
                 conn.execute(_rename_statement(config))
+            if config.adopted:  # a rebuilt index carries the adoption's choices again
+                conn.execute(adoption_comment_ddl(config))
             status = index_status(conn, config)
     except psycopg.errors.LockNotAvailable as exc:
         if concurrently and creating:

@@ -9,8 +9,6 @@ from typing import Any
 import click
 import psycopg
 
-from ..adopt import adopt_ddl
-from ..config import TableConfig
 from ..db import connect
 from ..errors import DatabaseError, InvalidConfigError
 from ..index import (
@@ -78,8 +76,6 @@ def build(
                 on_progress=bar.update if bar else None,
                 on_warning=bar.warn if bar else _warn,
             )
-            if config.adopted:
-                _record_adoption(conn, config)
     finally:
         if bar:
             bar.close()
@@ -90,20 +86,6 @@ def build(
         f"in {report.seconds:.1f} s, index {_size(report.index_bytes)} "
         f"(maintenance_work_mem {_size(report.maintenance_work_mem)}, up to {workers_text})"
     )
-
-
-def _record_adoption(conn: psycopg.Connection[Any], config: TableConfig) -> None:
-    # The adoption's choices (key, columns, tenant) live in a comment on the index,
-    # which a new index does not have: record them again, as `mrl-pg adopt` does.
-    try:
-        with conn.transaction():
-            for statement in adopt_ddl(config).after:
-                conn.execute(statement)
-    except psycopg.Error as exc:
-        raise DatabaseError(
-            f"rebuilt {config.hnsw_index_name}, but could not record the adoption of "
-            f"{config.qualified_name} on it (run `mrl-pg adopt {config.name}` again): {exc}"
-        ) from exc
 
 
 @index.command()
