@@ -20,6 +20,7 @@ from mrl_pg.catalog import describe_table
 from mrl_pg.cli._app import cli
 from mrl_pg.client import exact_search
 from mrl_pg.synthetic import make_corpus, make_queries
+from mrl_pg.tuning import DEFAULT_TUNING, load_tuning
 from tests.fix_openai import TEST_API_KEY, FakeOpenAIServer, fake_embedding
 
 DIM = 256
@@ -421,3 +422,20 @@ def test_values_of_any_type_go_in_as_text_and_come_out_as_json(
     text = CliRunner().invoke(cli, ["search", "--vector", query, "--table", "events", "-k", "1",
                                     *args])
     assert text.stdout.splitlines()[0].split() == ["#", "distance", "id"], text.output
+
+
+def test_tune_measures_the_adopted_table_with_a_where_workload_and_saves_it(
+    conn: psycopg.Connection[Any], adopted: Articles
+) -> None:
+    config = describe_table(conn, "articles", schema=adopted.schema)
+    bad = adopted.invoke("tune", "--table", "articles", "--where", '{"ghost": 1}',
+                         "--queries", "5")
+    one_line_error(bad, "no filterable column 'ghost'")
+    assert load_tuning(conn, config) == DEFAULT_TUNING
+    result = adopted.invoke("tune", "--table", "articles", "--where", '{"author_id": {"lt": 50}}',
+                            "--queries", "20", "--rounds", "1", "--oversample", "4,8",
+                            "--ef-search", "80", "--target-recall", "0.5", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["saved"] is True
+    assert load_tuning(conn, config) != DEFAULT_TUNING

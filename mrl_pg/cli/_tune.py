@@ -14,7 +14,7 @@ from ..tune import TuneOptions, TuneReport, tune
 from ..tuning import clear_tuning, load_tuning
 from ._app import TableChoice, dsn_option, table_options
 from ._bench import _counts, _Progress
-from ._search import _load_vector, _parse_filter
+from ._search import _load_vector, _parse_filter, _parse_where
 
 
 class NothingMeetsTargetError(MrlPgError):
@@ -80,6 +80,10 @@ def render_report(report: TuneReport) -> str:
 @click.option("--filter", "filter_json", metavar="JSON",
               help="Also measure with this metadata filter; the setting must meet the "
                    "target with and without it.")
+@click.option("--where", "where_json", metavar="JSON",
+              help="Also measure with these conditions on the table's own columns (the form "
+                   "of `mrl-pg search --where`); the setting must meet the target with and "
+                   "without them.")
 @click.option("--rounds", type=int, default=2, show_default=True,
               help="Interleaved timing rounds.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample.")
@@ -90,7 +94,8 @@ def render_report(report: TuneReport) -> str:
 @table_options
 @dsn_option
 def tune_command(query_count: int, queries_file: Path | None, k: int, target_recall: float,
-                 oversample: str, ef_search: str | None, filter_json: str | None, rounds: int,
+                 oversample: str, ef_search: str | None, filter_json: str | None,
+                 where_json: str | None, rounds: int,
                  seed: int, dry_run: bool, reset: bool, as_json: bool, table: TableChoice,
                  dsn: str) -> None:
     """Find the cheapest oversample and ef_search reaching --target-recall on this table.
@@ -113,7 +118,8 @@ def tune_command(query_count: int, queries_file: Path | None, k: int, target_rec
             k=k, target_recall=target_recall, queries=query_count,
             oversample=_counts(oversample, "--oversample"),
             ef_search=_counts(ef_search, "--ef-search") if ef_search else None,
-            filter=_parse_filter(filter_json), rounds=rounds, seed=seed, dry_run=dry_run,
+            filter=_parse_filter(filter_json), where=_parse_where(where_json),
+            rounds=rounds, seed=seed, dry_run=dry_run,
         )
         queries = None
         if queries_file is not None:
