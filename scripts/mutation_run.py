@@ -154,6 +154,8 @@ DBM, COMPAT, SRV, IDX = "mrl_pg/db.py", "mrl_pg/compat.py", "mrl_pg/server.py", 
 SS = "mrl_pg/_sqlalchemy_settings.py"  # the ORM's settings listeners
 TU, TN, ST = "mrl_pg/tuning.py", "mrl_pg/tune.py", "mrl_pg/stages.py"
 BR, MIG = "mrl_pg/_search_bench_run.py", "mrl_pg/migrate.py"
+FL, CAT, AD = "mrl_pg/filters.py", "mrl_pg/catalog.py", "mrl_pg/adopt.py"
+ADOPT, ADOPT_CLI = "tests/test_adopt.py", "tests/test_adopt_cli.py"
 
 BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     # --- The adaptive statement and its settings (query.py) ---
@@ -592,11 +594,58 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
         "the binary stage orders by halfvec cosine instead of <~> on the bits: it walks the "
         "prefix index, not its own",
         ST, 'return sql.SQL("{} <~> {}").format(\n'
-        "            self._bits(config, sql.Identifier(config.prefix_column)),\n"
+        "            self._bits(config, indexed_prefix(config)),\n"
         "            self._bits(config, _query_prefix(config, query)))",
-        'return sql.SQL("{} <=> {}").format(sql.Identifier(config.prefix_column),\n'
+        'return sql.SQL("{} <=> {}").format(indexed_prefix(config),\n'
         "                                           _query_prefix(config, query))",
         (STAGES,), group=ADDED,
+    ),
+    # --- Adopted tables: filters, catalog, statement (issue "Your own table") ---
+    Mutation(
+        "adopt-where-dropped-from-candidates",
+        "column filters are left out of the candidate scan: rows of other authors come back",
+        Q, 'where=_where(config, filter, where, "\\n    "),',
+        'where=_where(config, filter, None, "\\n    "),', (ADOPT,), group=ADDED,
+    ),
+    Mutation(
+        "adopt-join-on-first-key-column",
+        "the best k are joined back on the first key column only: composite keys duplicate rows",
+        Q, "            for c in key),", "            for c in key[:1]),", (ADOPT,), group=ADDED,
+    ),
+    Mutation(
+        "adopt-expression-prefix-off-by-one",
+        "the ORDER BY's prefix expression differs from the index's: the planner cannot walk it",
+        D, "    return prefix_expression(sql.Identifier(config.embedding_column), "
+           "config.prefix_dim)",
+        "    return prefix_expression(sql.Identifier(config.embedding_column), "
+        "config.prefix_dim - 1)", (ADOPT,), group=ADDED,
+    ),
+    Mutation(
+        "filters-in-without-cast",
+        "IN values are not cast to the column's array type: a uuid column compared with text[]",
+        FL, 'sql.SQL("{} {}(CAST({} AS {}))").format(\n'
+            "                ident, sql.SQL(_SETS[op]), value, sql.Identifier(type_schema, "
+            "array_type)))",
+        'sql.SQL("{} {}({})").format(\n'
+        "                ident, sql.SQL(_SETS[op]), value))", (ADOPT,), group=ADDED,
+    ),
+    Mutation(
+        "catalog-any-key-accepted",
+        "from_table accepts a key that no unique constraint covers: the join back may duplicate",
+        CAT, "if not any(set(cols) == set(key) for _, cols in unique_keys):", "if False:",
+        (ADOPT,), group=ADDED,
+    ),
+    Mutation(
+        "function-adopted-filter-on-metadata",
+        "the adopted table's SQL function filters a metadata column it does not have",
+        F, "    if config.adopted:\n        filtered", "    if False:\n        filtered",
+        (ADOPT,), group=ADDED,
+    ),
+    Mutation(
+        "adopt-rebuilds-a-valid-index",
+        "adopt_table rebuilds the index on every run instead of keeping a valid one",
+        AD, "    if not (status.exists and status.valid):", "    if True:",
+        (ADOPT, ADOPT_CLI), group=ADDED,
     ),
     # --- Benchmark run (_search_bench_run.py) ---
     Mutation(
