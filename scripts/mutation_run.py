@@ -203,25 +203,26 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "query-rerank-order-by-id",
         "re-rank orders by id instead of by full-dimension distance",
-        Q, "ORDER BY distance, id", "ORDER BY id", QUERY_TESTS, within="FROM candidates",
+        Q, "ORDER BY distance, {key}", "ORDER BY {key}", QUERY_TESTS, within="FROM candidates",
     ),
     Mutation(
         "query-exact-no-id-tiebreak",
         "exact search drops the id tie-breaker: equal distances come back in arbitrary order",
-        Q, "ORDER BY distance, id", "ORDER BY distance", QUERY_TESTS,
+        Q, "ORDER BY distance, {key}", "ORDER BY distance", QUERY_TESTS,
         within="/* mrl_pg exact */",
     ),
     Mutation(
         "query-rerank-l2-distance",
         "re-rank and reported distance use L2 (<->) instead of cosine (<=>)",
-        Q, "SELECT id, {embedding} <=> {query}::vector AS distance",
-        "SELECT id, {embedding} <-> {query}::vector AS distance", QUERY_TESTS,
+        Q, 'return sql.SQL("{} <=> {}::{}").format(', 'return sql.SQL("{} <-> {}::{}").format(',
+        QUERY_TESTS,
     ),
     Mutation(
         "query-filter-dropped",
         "the adaptive statement ignores the metadata filter",
-        Q, 'where = sql.SQL("\\n    WHERE metadata @> {}::jsonb").format(filter)',
-        'where = sql.SQL("")', QUERY_TESTS,
+        Q, "        conditions.append(sql.SQL(\"{} @> {}::jsonb\").format(",
+        "        conditions.append(sql.SQL(\"{} IS NOT NULL OR {} IS NULL\").format(",
+        QUERY_TESTS,
     ),
     # --- psycopg front end (client.py) ---
     Mutation(
@@ -247,19 +248,23 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "orm-pool-ignores-offset",
         "ORM pool is k * oversample instead of (offset + k) * oversample: later pages run dry",
-        S, "return SearchParams(k=k + offset,", "return SearchParams(k=k,", ORM_TESTS,
+        "mrl_pg/_sqlalchemy_target.py", "return SearchParams(k=k + offset,",
+        "return SearchParams(k=k,", ORM_TESTS,
     ),
     Mutation(
         "orm-offset-ignored",
         "search_select ignores offset: page two repeats page one",
-        S, "statement = statement.offset(offset)", "statement = statement", ORM_TESTS,
+        "mrl_pg/_sqlalchemy_target.py", "statement = statement.offset(offset)",
+        "statement = statement", ORM_TESTS,
     ),
     Mutation(
         "orm-rerank-by-prefix",
         "ORM re-ranks by prefix distance instead of full-dimension cosine",
-        S, 'model.embedding.cosine_distance(_query_full(query)).label("distance"))',
-        'model.embedding_prefix.cosine_distance(_query_prefix(config, query))'
-        '.label("distance"))', ORM_TESTS,
+        "mrl_pg/_sqlalchemy_target.py",
+        'return cast("ColumnElement[float]", mixin.embedding.cosine_distance(full))',
+        'return cast("ColumnElement[float]", mixin.embedding_prefix.cosine_distance('
+        'text(render(prefix_expression(sql.SQL(_QUERY_SQL), self.described.prefix_dim)))'
+        '.bindparams(query)))', ORM_TESTS,
     ),
     Mutation(
         # The refusal is gone by design: on an autocommit connection the ORM now wraps the
@@ -331,7 +336,7 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "ddl-external-id-not-unique",
         "CREATE TABLE loses UNIQUE (external_id): duplicate ids, and upserts cannot work",
-        D, ",\n    CONSTRAINT {external_key} UNIQUE (external_id)", "", SCHEMA_TESTS,
+        D, ",\n    CONSTRAINT {external_key} UNIQUE ({upsert_key})", "", SCHEMA_TESTS,
     ),
     Mutation(
         "install-not-transactional",
@@ -396,7 +401,8 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "ingest-embedder-shape-unchecked",
         "the embedder's result shape is not checked against the batch and the table",
-        G, "if matrix.shape != (len(texts), config.full_dim):", "if False:", INGEST_TESTS,
+        "mrl_pg/_ingest_run.py", "if matrix.shape != (len(texts), config.full_dim):",
+        "if False:", INGEST_TESTS,
     ),
     # --- Reading records (readers.py) ---
     Mutation(
@@ -490,7 +496,8 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "ingest-embeds-inside-transaction",
         "a load with an embedder calls the embedding service inside its write transaction",
-        G, "elif embedder is None or not idle:", "elif True:", INGEST_TESTS, group=ADDED,
+        "mrl_pg/_ingest_run.py", "elif embedder is None or not idle:", "elif True:",
+        INGEST_TESTS, group=ADDED,
     ),
     # --- Per-table tuning (tuning.py, tune.py) and what reads it ---
     Mutation(
@@ -503,8 +510,8 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "orm-search-ignores-tuning",
         "ORM search does not read the table's tuning (load_tuning skipped)",
-        S, "tuning = load_tuning(_psycopg(driver, psycopg.Connection), model._mrl_config())",
-        "_psycopg(driver, psycopg.Connection)", (TUNE,), group=ADDED,
+        S, "tuning = load_tuning(psycopg_driver(driver, psycopg.Connection), target.described)",
+        "psycopg_driver(driver, psycopg.Connection)", (TUNE,), group=ADDED,
     ),
     Mutation(
         "orm-async-search-ignores-tuning",
