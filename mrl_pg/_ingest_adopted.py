@@ -301,7 +301,8 @@ def _stored_embeddings(
 ) -> dict[int, FloatArray]:
     """Stored embeddings of rows whose key (and tenant) and text are the record's own."""
     config = rules.config
-    assert rules.text_column is not None
+    if rules.text_column is None:  # only rows embedded from a text column get here
+        return {}
     match = [*config.upsert_key, rules.text_column]
     if config.tenant_column is not None and config.tenant_column not in match:
         match.append(config.tenant_column)

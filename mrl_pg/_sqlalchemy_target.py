@@ -200,13 +200,16 @@ class _CatalogConnection:
         self._result = self._connection.exec_driver_sql(statement, params)
         return self
 
+    def _executed(self) -> Any:
+        if self._result is None:
+            raise InvalidConfigError("catalog read: fetch before execute")
+        return self._result
+
     def fetchone(self) -> Any:
-        assert self._result is not None
-        return self._result.fetchone()
+        return self._executed().fetchone()
 
     def fetchall(self) -> Any:
-        assert self._result is not None
-        return self._result.fetchall()
+        return self._executed().fetchall()
 
 
 # What each connection read of each adopted table: one catalog read per connection.

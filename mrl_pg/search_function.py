@@ -23,7 +23,7 @@ from .schema import render
 from .tuning import DEFAULT_TUNING, MAX_MATCH_COUNT, MAX_POOL, ef_search_sql, tuning_table
 
 __all__ = [
-    "search_function_ddl", "drop_search_function_ddl", "SEARCH_FUNCTION_ARGS", "row_contains",
+    "search_function_ddl", "drop_search_function_ddl", "SEARCH_FUNCTION_ARGS", "row_filter",
 ]
 
 SEARCH_FUNCTION_ARGS = "vector, integer, integer, jsonb"
@@ -76,7 +76,7 @@ BEGIN
             MESSAGE = {fn_name} || ': filter must be a JSON object, got a JSON '
                 || jsonb_typeof(filter);
     END IF;
-
+{unknown_keys}
     pool := match_count * oversample;
     -- An HNSW scan returns at most hnsw.ef_search rows; the SET clauses on this
     -- function make these changes end when the function returns.
@@ -147,17 +147,47 @@ def _result_columns(config: TableConfig) -> sql.Composed:
     return sql.SQL(", ").join([*columns, sql.SQL("distance double precision")])
 
 
-def row_contains(config: TableConfig, filter: sql.Composable) -> sql.Composed:
-    """``filter`` is contained in the row's filterable columns as one JSON object: equality
-    on columns (``{"author_id": 5}``), containment inside jsonb ones. The adopted table's
-    SQL function filters this way, so a PostgREST caller filters on the table's columns."""
-    names = list(config.filterable_columns)
-    chunks = [names[i:i + 50] for i in range(0, len(names), 50)]  # 100 arguments at most
-    objects = sql.SQL(" || ").join(
-        sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
-            sql.SQL("{}, {}").format(sql.Literal(n), column_name(n)) for n in chunk))
-        for chunk in chunks)
-    return sql.SQL("({}) @> {}::jsonb").format(objects, filter)
+# Types whose JSON text is their SQL text: compared with "=" after a cast.
+_SCALAR_JSON = ("int2", "int4", "int8", "float4", "float8", "numeric", "text", "varchar",
+                "bpchar", "bool", "uuid", "date", "timestamp", "timestamptz", "time")
+
+
+def row_filter(config: TableConfig, filter: sql.Composable) -> sql.Composed:
+    """The adopted table's SQL-function filter: for each column the JSON object names,
+    equality (``{"author_id": 5}``; JSON null is IS NULL), or containment for jsonb,
+    json and array columns. A column the object leaves out drops out of the plan:
+    ``EXECUTE ... USING`` plans with the object as a constant, so a named column
+    reaches the planner as ``author_id = 5``, with its statistics and indexes."""
+    parts = []
+    for name, type_schema, type_name, _ in config.filterable_columns.values():
+        key, column = sql.Literal(name), column_name(name)
+        value = sql.SQL("({} -> {})").format(filter, key)
+        if type_schema == "pg_catalog" and type_name in _SCALAR_JSON:
+            test: sql.Composable = sql.SQL(
+                "CASE WHEN jsonb_typeof({value}) = 'null' THEN {column} IS NULL "
+                "ELSE {column} = CAST({filter} ->> {key} AS {type}) END").format(
+                value=value, column=column, filter=filter, key=key,
+                type=sql.Identifier(type_schema, type_name))
+        else:
+            test = sql.SQL("to_jsonb({}) @> {}").format(column, value)
+        parts.append(sql.SQL("({} IS NULL OR {})").format(value, test))
+    return sql.SQL(" AND ").join(parts)
+
+
+def _unknown_keys_check(config: TableConfig) -> sql.Composable:
+    if not config.adopted:
+        return sql.SQL("")
+    return sql.SQL(
+        """    IF EXISTS (SELECT FROM jsonb_object_keys(coalesce(filter, '{{}}'::jsonb)) AS k(name)
+               WHERE k.name <> ALL ({columns})) THEN
+        RAISE EXCEPTION USING ERRCODE = '42703',
+            MESSAGE = {fn_name} || ': filter names a column the table cannot filter on: '
+                || (SELECT string_agg(quote_ident(k.name), ', ')
+                    FROM jsonb_object_keys(filter) AS k(name) WHERE k.name <> ALL ({columns}));
+    END IF;
+""").format(columns=sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(
+        sql.Literal(n) for n in config.filterable_columns)),
+        fn_name=sql.Literal(config.search_function_name))
 
 
 def _create_function(config: TableConfig) -> sql.Composed:
@@ -166,12 +196,13 @@ def _create_function(config: TableConfig) -> sql.Composed:
     unfiltered = adaptive_search_sql(config, query=query, pool=pool, k=k)
     if config.adopted:
         filtered = adaptive_search_sql(config, query=query, pool=pool, k=k,
-                                       where=row_contains(config, filter))
+                                       where=row_filter(config, filter))
     else:
         filtered = adaptive_search_sql(config, query=query, pool=pool, k=k, filter=filter)
     name = config.qualified(config.search_function_name)
     body = sql.SQL(_BODY).format(
         fn_name=sql.Literal(config.search_function_name),
+        unknown_keys=_unknown_keys_check(config),
         n=sql.Literal(config.full_dim),
         p=sql.Literal(config.prefix_dim),
         max_k=sql.Literal(MAX_MATCH_COUNT),

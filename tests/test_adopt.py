@@ -366,3 +366,15 @@ def test_tune_measures_an_adopted_table_with_a_column_filter_and_search_uses_it(
     assert report.saved and report.recommended is not None, [r.plan for r in report.results]
     assert set(report.recommended.recall) == {"all", "filtered"}
     assert load_tuning(conn, config) == report.recommended.tuning
+
+
+def test_the_sql_function_filter_names_columns_and_refuses_unknown_ones(articles):
+    conn, _ = articles
+    call = ("SELECT id, author_id, published FROM mrl_search_articles("
+            "query_embedding => %s, match_count => 10, filter => %s::jsonb)")
+    rows = conn.execute(call, (QUERIES[3], '{"published": null, "author_id": 10}')).fetchall()
+    assert len(rows) == 10 and {(r[1], r[2]) for r in rows} == {(10, None)}
+    rows = conn.execute(call, (QUERIES[3], '{"published": "2024-01-08"}')).fetchall()
+    assert len(rows) == 10 and {r[2] for r in rows} == {date(2024, 1, 8)}
+    with pytest.raises(psycopg.errors.UndefinedColumn, match="cannot filter on: ghost"):
+        conn.execute(call, (QUERIES[3], '{"ghost": 1, "author_id": 2}'))
