@@ -7,7 +7,7 @@ database of its own (one large tenant with 70% of the rows, one small tenant wit
 0.1%, a tiny one with 5 rows, and 100 others sharing the rest), adopts it
 (:func:`mrl_pg.adopt.adopt_table`), then for each policy form, applied in turn,
 searches as two roles (NOBYPASSRLS; the large tenant's and the small tenant's)
-through psycopg (``mrl_pg.client.search``), psycopg with ``tenant=``, the ORM
+through psycopg (``mrl_pg.psycopg.search``), psycopg with ``tenant=``, the ORM
 (``mrl_pg.sqlalchemy.search`` on the model's column) and the SQL function
 ``mrl_search_items``. Per cell: the candidate scan the plan chose, its estimated
 and actual rows, median latency, shared buffers per query (EXPLAIN ANALYZE
@@ -35,11 +35,11 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from mrl_pg import TableConfig, client
+from mrl_pg import TableConfig
+from mrl_pg import psycopg as mrl_psycopg
 from mrl_pg.adopt import adopt_table
 from mrl_pg.db import configure_connection
-from mrl_pg.plans import plan_tree
-from mrl_pg.rls import (
+from mrl_pg.ddl.rls import (
     DEFAULT_TENANT_SETTING,
     role_policy_ddl,
     set_tenant,
@@ -47,6 +47,7 @@ from mrl_pg.rls import (
     tenant_policy_ddl,
     tenant_setting_expression,
 )
+from mrl_pg.plans import plan_tree
 from mrl_pg.synthetic import make_corpus, make_queries
 
 LARGE, SMALL, TINY = 1, 2, 3
@@ -443,7 +444,7 @@ class Bench:
             with psycopg.connect(self.dsn, autocommit=True) as conn:
                 configure_connection(conn)
                 self.truth[tenant] = [
-                    {r.id for r in client.exact_search(conn, self.config, q, k=self.k,
+                    {r.id for r in mrl_psycopg.exact_search(conn, self.config, q, k=self.k,
                                                        where={"tenant_id": tenant})}
                     for q in self.queries]
         return self.truth[tenant]
@@ -485,13 +486,13 @@ class Bench:
                     plans = []
                     for q in sample:
                         with as_tenant(conn, setting):
-                            plans.append(client.explain(conn, config, q, k=k, analyze=True,
+                            plans.append(mrl_psycopg.explain(conn, config, q, k=k, analyze=True,
                                                         as_json=True, **kw))
 
                     def psycopg_run(q: Any, kw: dict[str, Any] = kw) -> list[tuple[Any, int]]:
                         with as_tenant(conn, setting):
                             return [(r.id, r.tenant_id)
-                                    for r in client.search(conn, config, q, k=k, **kw)]
+                                    for r in mrl_psycopg.search(conn, config, q, k=k, **kw)]
 
                     cells.append(self._cell(pattern, label, front_end, tenant, psycopg_run,
                                             plans))

@@ -5,16 +5,6 @@ prefix with a small HNSW index; a search takes ``k * oversample`` candidates
 by prefix and re-ranks them by full-dimension cosine in one statement.
 """
 
-from .client import (
-    SearchResult,
-    adaptive_search_statement,
-    exact_search,
-    exact_search_async,
-    exact_search_statement,
-    explain,
-    search,
-    search_async,
-)
 from .config import DEFAULT_FULL_DIM, DEFAULT_PREFIX_DIM, DEFAULT_TABLE, TableConfig
 from .db import (
     configure_connection,
@@ -24,6 +14,7 @@ from .db import (
     create_async_engine,
     create_engine,
 )
+from .ddl.install import create_ddl, drop_ddl, install, install_script
 from .delete import DeleteReport, delete_rows
 from .embeddings import AsyncEmbeddingClient, Embedder, EmbeddingClient
 from .errors import (
@@ -43,7 +34,16 @@ from .errors import (
     ServerError,
 )
 from .ingest import IngestReport, ingest_arrays, ingest_file, ingest_records
-from .install import create_ddl, drop_ddl, install, install_script
+from .psycopg import (
+    SearchResult,
+    adaptive_search_statement,
+    exact_search,
+    exact_search_async,
+    exact_search_statement,
+    explain,
+    search,
+    search_async,
+)
 from .server import EmbeddedServer, resolve_dsn
 from .vectors import truncate_and_normalize
 

@@ -17,7 +17,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .client import (
+from .config import TableConfig
+from .ddl.tables import prefix_expression
+from .errors import DatabaseError
+from .plans import plan_nodes, plan_tree, uses_index
+from .psycopg import (
     SearchStatement,
     adaptive_search_statement,
     exact_search,
@@ -26,11 +30,7 @@ from .client import (
     run_statement,
     search,
 )
-from .config import TableConfig
-from .errors import DatabaseError
-from .plans import plan_nodes, plan_tree, uses_index
 from .query import settings_sql
-from .schema import prefix_expression
 from .stages import PREFIX_HNSW, FirstStage
 from .tuning import DEFAULT_TUNING, SearchTuning
 from .vectors import FloatArray, as_embedding

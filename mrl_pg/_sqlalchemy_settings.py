@@ -18,9 +18,9 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy import Select, event
 from sqlalchemy.engine import Connection, Engine, ExceptionContext, ExecutionContext
 
+from .ddl.tables import render
 from .errors import InvalidSearchError
 from .query import RESTORE_SETTINGS_SQL, settings_sql
-from .schema import render
 
 _SETTINGS_OPTION = "mrl_pg_settings"
 # Marks the statement itself: SQLAlchemy hands a statement's execution options on

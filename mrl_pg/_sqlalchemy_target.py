@@ -38,9 +38,9 @@ from sqlalchemy.orm import ColumnProperty, QueryableAttribute
 from ._sqlalchemy_settings import _with_settings
 from .catalog import describe_table
 from .config import TableConfig
+from .ddl.tables import prefix_expression, render
 from .errors import InvalidConfigError, InvalidSearchError
 from .query import EXACT_SETTINGS, MAX_MATCH_COUNT, SearchParams, scan_settings
-from .schema import prefix_expression, render
 from .stages import PREFIX_HNSW
 from .tuning import DEFAULT_TUNING, SearchTuning
 from .vectors import as_embedding

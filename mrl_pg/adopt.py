@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from .catalog import adoption_comment_ddl
 from .config import TableConfig
-from .errors import DatabaseError, InvalidConfigError
+from .ddl.adoption import adopt_ddl, release_ddl, require_adopted
+from .ddl.tables import pgvector_check_ddl
+from .errors import DatabaseError
 from .index import (
     IndexBuildReport,
     IndexProgress,
@@ -33,56 +33,12 @@ from .index import (
     drop_hnsw_index,
     index_status,
 )
-from .schema import forget_tuning_ddl, hnsw_index_ddl, pgvector_check_ddl, tuning_table_ddl
-from .search_function import drop_search_function_ddl, search_function_ddl
 
 __all__ = [
     "AdoptReport",
     "adopt_table",
     "release_table",
-    "adopt_ddl",
-    "release_ddl",
-    "AdoptionDDL",
 ]
-
-
-@dataclass(frozen=True)
-class AdoptionDDL:
-    """Statements in the order they run: ``before`` and ``after`` in a transaction,
-    ``concurrent`` outside one (``CREATE/DROP INDEX CONCURRENTLY``)."""
-
-    before: list[sql.Composed]
-    concurrent: list[sql.Composed]
-    after: list[sql.Composed]
-
-
-def _require_adopted(config: TableConfig) -> None:
-    if not config.adopted or config.prefix_column is not None:
-        raise InvalidConfigError(
-            f"{config.qualified_name} is not described as an existing table: "
-            "use TableConfig.from_table(conn, ...)")
-
-
-def adopt_ddl(config: TableConfig) -> AdoptionDDL:
-    """What adopting ``config``'s table runs (Alembic's operation emits exactly these)."""
-    _require_adopted(config)
-    return AdoptionDDL(
-        before=[pgvector_check_ddl()],
-        concurrent=[hnsw_index_ddl(config, concurrently=True, if_not_exists=True)],
-        after=[adoption_comment_ddl(config), *tuning_table_ddl(config),
-               search_function_ddl(config)],
-    )
-
-
-def release_ddl(config: TableConfig) -> AdoptionDDL:
-    """What :func:`release_table` runs: the function and tuning row go, then the index."""
-    _require_adopted(config)
-    return AdoptionDDL(
-        before=[drop_search_function_ddl(config), forget_tuning_ddl(config)],
-        concurrent=[sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-            config.qualified(config.hnsw_index_name))],
-        after=[],
-    )
 
 
 @dataclass(frozen=True)
@@ -121,7 +77,7 @@ def adopt_table(
     >>> articles = TableConfig.from_table(conn, "articles", embedding="embedding")  # doctest: +SKIP
     >>> adopt_table(conn, articles)  # doctest: +SKIP
     """
-    _require_adopted(config)
+    require_adopted(config)
     try:
         with conn.transaction():
             conn.execute(pgvector_check_ddl())

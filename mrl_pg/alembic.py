@@ -13,7 +13,7 @@ Inside one of your revisions::
     def downgrade() -> None:
         drop_mrl_table(DOCS)
 
-The statements are the ones :mod:`mrl_pg.schema` generates, so a table made
+The statements are the ones :mod:`mrl_pg.ddl.tables` generates, so a table made
 this way is identical to one made by ``mrl-pg migrate`` or ``sql/install.sql``.
 Works online and in offline (``--sql``) mode.
 
@@ -43,12 +43,12 @@ import sqlalchemy as sa
 from alembic import op
 from psycopg import sql
 
-from .adopt import adopt_ddl, release_ddl
 from .config import TableConfig
+from .ddl.adoption import adopt_ddl, release_ddl
+from .ddl.install import create_ddl, drop_ddl
+from .ddl.search_function import drop_search_function_ddl, search_function_ddl
+from .ddl.tables import render, tuning_table_ddl
 from .errors import InvalidConfigError
-from .install import create_ddl, drop_ddl
-from .schema import render, tuning_table_ddl
-from .search_function import drop_search_function_ddl, search_function_ddl
 
 __all__ = [
     "create_mrl_table",

@@ -15,9 +15,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from .config import TableConfig
+from .ddl.install import install
 from .index import build_hnsw_index, drop_hnsw_index
 from .ingest import ingest_arrays
-from .install import install
 from .synthetic import SyntheticCorpus, make_corpus
 
 __all__ = ["LoadBenchmark", "IndexBenchmark", "bench_load", "bench_index"]

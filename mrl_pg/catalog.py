@@ -96,6 +96,22 @@ def _unquote(name: str) -> str:
     return name[1:-1].replace('""', '"') if name.startswith('"') else name
 
 
+def _table_columns(
+    conn: psycopg.Connection[Any], table: str, schema: str | None
+) -> tuple[str, str, list[tuple[Any, ...]]]:
+    """(regclass text, name for messages, the rows of :data:`_COLUMNS`) of an existing table."""
+    validate_identifier(table, what="table name")
+    if schema is not None:
+        validate_identifier(schema, what="schema name")
+    name = _table_literal(schema, table)
+    shown = f"{schema}.{table}" if schema else table
+    with conn.cursor() as cur:
+        found = cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+        if not found or not found[0]:
+            raise InvalidConfigError(f"table {shown} does not exist (or is not on the search_path)")
+        return name, shown, cur.execute(_COLUMNS, {"table": name}).fetchall()
+
+
 def describe_table(
     conn: psycopg.Connection[Any], table: str, *, schema: str | None = None
 ) -> TableConfig:
@@ -106,17 +122,9 @@ def describe_table(
     records the embedding column and the prefix dimension): the CLI and other
     callers then need nothing but the table's name.
     """
-    validate_identifier(table, what="table name")
-    if schema is not None:
-        validate_identifier(schema, what="schema name")
-    name = _table_literal(schema, table)
-    shown = f"{schema}.{table}" if schema else table
+    name, shown, rows = _table_columns(conn, table, schema)
+    columns = {r[0]: TableColumn(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5])) for r in rows}
     with conn.cursor() as cur:
-        found = cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
-        if not found or not found[0]:
-            raise InvalidConfigError(f"table {shown} does not exist (or is not on the search_path)")
-        rows = cur.execute(_COLUMNS, {"table": name}).fetchall()
-        columns = {r[0]: TableColumn(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5])) for r in rows}
         index = TableConfig(table, full_dim=2, prefix_dim=1).hnsw_index_name
         prefix_index = cur.execute(_PREFIX_INDEX, {"table": name, "index": index}).fetchone()
     options = dict(o.split("=", 1) for o in (prefix_index[2] or [])) if prefix_index else {}
@@ -199,16 +207,8 @@ def describe_existing_table(
             prefix_dim = prefix_dim or recorded.prefix_dim
         embedding = embedding or "embedding"
         prefix_dim = prefix_dim or DEFAULT_PREFIX_DIM
-    validate_identifier(table, what="table name")
-    if schema is not None:
-        validate_identifier(schema, what="schema name")
-    name = _table_literal(schema, table)
-    shown = f"{schema}.{table}" if schema else table
+    name, shown, rows = _table_columns(conn, table, schema)
     with conn.cursor() as cur:
-        found = cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
-        if not found or not found[0]:
-            raise InvalidConfigError(f"table {shown} does not exist (or is not on the search_path)")
-        rows = cur.execute(_COLUMNS, {"table": name}).fetchall()
         unique_keys = [(bool(r[0]), tuple(r[1])) for r in cur.execute(
             _UNIQUE_KEYS, {"table": name}).fetchall()]
     table_columns = {r[0]: TableColumn(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5]))

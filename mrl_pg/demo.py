@@ -20,12 +20,12 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
-from .client import SearchResult, exact_search, search
 from .config import TableConfig
+from .ddl.install import install
 from .errors import DatabaseError
 from .index import IndexProgress, build_hnsw_index, drop_hnsw_index
 from .ingest import ingest_arrays
-from .install import install
+from .psycopg import SearchResult, exact_search, search
 from .synthetic import make_corpus, make_queries
 
 __all__ = ["DemoOptions", "DemoReport", "LatencyStats", "run_demo", "DEMO_TABLE"]

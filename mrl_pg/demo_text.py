@@ -13,11 +13,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .client import SearchResult, search
 from .config import TableConfig
+from .ddl.install import install
 from .embeddings import EmbeddingClient
 from .ingest import IngestReport, ingest_file
-from .install import install
+from .psycopg import SearchResult, search
 
 __all__ = ["TEXT_DEMO_TABLE", "TextDemoReport", "run_text_demo", "text_demo_config"]
 

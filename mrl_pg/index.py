@@ -37,8 +37,8 @@ from ._index_progress import IndexProgress, ProgressPoller
 from ._locks import lock_error
 from .catalog import adoption_comment_ddl
 from .config import TableConfig, validate_identifier
+from .ddl.tables import hnsw_index_ddl
 from .errors import DatabaseError, InvalidConfigError, MrlPgError
-from .schema import hnsw_index_ddl
 
 __all__ = [
     "IndexProgress",

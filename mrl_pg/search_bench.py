@@ -56,6 +56,8 @@ from ._search_bench_report import (
 from ._search_bench_run import Progress, TrueNeighbours, measure, recall_of
 from .config import TableConfig
 from .db import connect
+from .ddl.install import install
+from .ddl.tables import forget_tuning_ddl
 from .errors import DatabaseError, InvalidConfigError, InvalidVectorError
 from .index import (
     IndexProgress,
@@ -66,9 +68,7 @@ from .index import (
     estimate_hnsw_bytes,
 )
 from .ingest import ingest_arrays
-from .install import install
 from .query import MAX_EF_SEARCH
-from .schema import forget_tuning_ddl
 from .stages import BinaryPrefixHnsw
 from .synthetic import make_corpus, make_queries
 from .tune import TuneOptions, tune

@@ -1,6 +1,6 @@
 """SQLAlchemy 2.0 ORM support: a declarative mixin with the MRL table, and adaptive search.
 
-A model gets exactly the table :mod:`mrl_pg.schema` creates (columns, generated
+A model gets exactly the table :mod:`mrl_pg.ddl.tables` creates (columns, generated
 prefix, named constraints, HNSW and GIN indexes)::
 
     from mrl_pg import TableConfig
@@ -33,7 +33,7 @@ expression; ``where`` conditions on other tables go in a subquery::
                                     where=[Article.author_id.in_(french)]):
         ...
 
-Alembic: a table made by ``mrl-pg migrate`` or :func:`mrl_pg.install.install`
+Alembic: a table made by ``mrl-pg migrate`` or :func:`mrl_pg.ddl.install.install`
 compares equal to the model under ``alembic check``. If your ``env.py`` runs
 autogenerate against a database that also holds mrl_pg's own tables (its
 migration history, ``mrl_pg_tuning``), leave them out, or Alembic proposes to
@@ -102,8 +102,8 @@ from ._sqlalchemy_target import (
 )
 from ._sqlalchemy_target import search_params as _search_params  # noqa: F401 (tests use it)
 from .config import TableConfig
+from .ddl.tables import TOAST_TUPLE_TARGET, check_constraints, prefix_expression, render
 from .errors import DatabaseError, InvalidConfigError
-from .schema import TOAST_TUPLE_TARGET, check_constraints, prefix_expression, render
 from .tuning import DEFAULT_TUNING, SearchTuning, load_tuning, load_tuning_async
 
 if TYPE_CHECKING:  # sqlalchemy.ext.asyncio needs greenlet; sync users need not install it
@@ -173,7 +173,7 @@ class MrlMixin:
     """Columns, constraints and indexes of an MRL table for a declarative model.
 
     Set ``mrl_config`` on the model; the table name and schema come from it.
-    ``sort_order`` keeps these columns first, in :func:`mrl_pg.schema.table_ddl`'s
+    ``sort_order`` keeps these columns first, in :func:`mrl_pg.ddl.tables.table_ddl`'s
     order, whatever columns the model adds. A config with a ``tenant_column``
     adds that ``text NOT NULL`` column under its own name (declare
     ``tenant: Mapped[str]`` yourself for a type checker to see it); list the

@@ -21,7 +21,7 @@ from typing import Protocol
 from psycopg import sql
 
 from .config import TableConfig
-from .schema import hnsw_index_ddl, indexed_prefix, prefix_expression
+from .ddl.tables import hnsw_index_ddl, indexed_prefix, prefix_expression
 
 __all__ = ["FirstStage", "PrefixHnsw", "BinaryPrefixHnsw", "PREFIX_HNSW"]
 

@@ -2,7 +2,7 @@
 that reaches a target recall.
 
 Queries are rows of the table (a seeded sample), or vectors the caller brings.
-Ground truth is :func:`~mrl_pg.client.exact_search` on the same server, so a
+Ground truth is :func:`~mrl_pg.psycopg.exact_search` on the same server, so a
 filter applies to both sides alike. A sampled row is its own nearest neighbour,
 which would flatter every setting, so its own id is left out of both the truth
 and the results (recall over its k - 1 other neighbours; its pool keeps the
@@ -28,11 +28,11 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
-from .client import exact_search, explain, search
 from .config import TableConfig
 from .errors import DatabaseError, InvalidSearchError
 from .filters import compile_where
 from .plans import plan_nodes, uses_index
+from .psycopg import exact_search, explain, search
 from .query import SearchParams
 from .tuning import (
     EF_SEARCH_FLOOR,

@@ -205,7 +205,7 @@ class TuningRecord:
 
 def save_tuning(conn: psycopg.Connection[Any], config: TableConfig, record: TuningRecord) -> None:
     """Store (or replace) the table's tuned settings; every front end uses them from now on."""
-    from .schema import tuning_table_ddl  # schema imports this module
+    from .ddl.tables import tuning_table_ddl  # schema imports this module
 
     t = record.tuning
     upsert = sql.SQL(

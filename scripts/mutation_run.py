@@ -145,8 +145,8 @@ class Mutation:
     group: str = BASELINE
 
 
-Q, C, S = "mrl_pg/query.py", "mrl_pg/client.py", "mrl_pg/sqlalchemy.py"
-F, D, INS = "mrl_pg/search_function.py", "mrl_pg/schema.py", "mrl_pg/install.py"
+Q, C, S = "mrl_pg/query.py", "mrl_pg/psycopg.py", "mrl_pg/sqlalchemy.py"
+F, D, INS = "mrl_pg/ddl/search_function.py", "mrl_pg/ddl/tables.py", "mrl_pg/ddl/install.py"
 M2 = "migrations/versions/0002_search_function.py"
 G, R, V = "mrl_pg/ingest.py", "mrl_pg/readers.py", "mrl_pg/vectors.py"
 W = "mrl_pg/_ingest_writer.py"  # ingest.py's batch writer (staging, upsert, direct COPY)
@@ -224,7 +224,7 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
         "        conditions.append(sql.SQL(\"{} IS NOT NULL OR {} IS NULL\").format(",
         QUERY_TESTS,
     ),
-    # --- psycopg front end (client.py) ---
+    # --- psycopg front end (psycopg.py) ---
     Mutation(
         "client-statement-prepared",
         "prepare=False removed: psycopg prepares repeated searches (server-side statements)",
@@ -281,7 +281,7 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
         "the ORM model's table loses toast_tuple_target (differs from install()'s table)",
         S, '{"postgresql_with": {"toast_tuple_target": TOAST_TUPLE_TARGET}}', "{}", ORM_TESTS,
     ),
-    # --- The SQL function (search_function.py) ---
+    # --- The SQL function (ddl/search_function.py) ---
     Mutation(
         "function-no-search-path",
         "mrl_search loses its fixed SET search_path (search_path hijacking, wrong operators)",
@@ -310,7 +310,7 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
         "mrl_search loses SET hnsw.ef_search: its set_config leaks into the caller's transaction",
         F, "SET hnsw.ef_search = 40\n", "", FUNCTION_TESTS,
     ),
-    # --- DDL (schema.py, install.py) ---
+    # --- DDL (ddl/tables.py, ddl/install.py) ---
     Mutation(
         "ddl-prefix-not-normalized",
         "prefix_expression drops l2_normalize: stored and query prefixes are not unit length",

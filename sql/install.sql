@@ -1,6 +1,6 @@
 -- mrl_pg install script: table, indexes and search function for
 -- mrl_documents (vector(1536) embedding, halfvec(512) prefix).
--- Generated from mrl_pg/schema.py by `mrl-pg sql > sql/install.sql`;
+-- Generated from mrl_pg/ddl/ by `mrl-pg sql > sql/install.sql`;
 -- tests/test_sql_script.py fails if this file and the generator differ.
 -- Run with: psql "$DATABASE_URL" -f sql/install.sql
 -- Needs pgvector >= 0.8 (iterative index scans); it stops with an error

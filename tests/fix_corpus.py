@@ -67,7 +67,7 @@ def corpus(database_dsn: str) -> Iterator[LoadedCorpus]:
         with conn.transaction():
             copy_rows(conn, config, data.embeddings, data.external_ids, data.metadata)
         conn.execute("SET maintenance_work_mem = '512MB'")
-        from mrl_pg.schema import hnsw_index_ddl
+        from mrl_pg.ddl.tables import hnsw_index_ddl
 
         conn.execute(hnsw_index_ddl(config))
         conn.execute(sql.SQL("ANALYZE {}").format(config.table))

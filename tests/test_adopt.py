@@ -17,15 +17,16 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from mrl_pg import TableConfig
-from mrl_pg.adopt import adopt_ddl, adopt_table, release_table
+from mrl_pg.adopt import adopt_table, release_table
 from mrl_pg.catalog import describe_table
-from mrl_pg.client import exact_search, explain, search
 from mrl_pg.db import configure_connection
+from mrl_pg.ddl.adoption import adopt_ddl
+from mrl_pg.ddl.install import install
+from mrl_pg.ddl.tables import render
 from mrl_pg.errors import InvalidConfigError, InvalidSearchError
 from mrl_pg.filters import compile_where, where_sql
-from mrl_pg.install import install
 from mrl_pg.plans import uses_index
-from mrl_pg.schema import render
+from mrl_pg.psycopg import exact_search, explain, search
 from mrl_pg.synthetic import make_corpus, make_queries
 from mrl_pg.tune import TuneOptions, tune
 from mrl_pg.tuning import DEFAULT_TUNING, load_tuning

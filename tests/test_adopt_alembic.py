@@ -29,12 +29,12 @@ from sqlalchemy.pool import NullPool
 from mrl_pg import TableConfig
 from mrl_pg import alembic as mrl_alembic
 from mrl_pg.catalog import describe_table
-from mrl_pg.client import explain, search
 from mrl_pg.db import configure_connection
 from mrl_pg.errors import InvalidConfigError
 from mrl_pg.index import index_status
 from mrl_pg.migrate import include_name, include_object
 from mrl_pg.plans import uses_index
+from mrl_pg.psycopg import explain, search
 from mrl_pg.synthetic import make_corpus
 from tests.adopt_alembic_project import (
     DIM,

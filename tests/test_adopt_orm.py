@@ -35,13 +35,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from mrl_pg import TableConfig, install
 from mrl_pg.adopt import adopt_table
-from mrl_pg.client import exact_search as psycopg_exact_search
-from mrl_pg.client import search as psycopg_search
 from mrl_pg.db import configure_connection, create_async_engine, create_engine
+from mrl_pg.ddl.tables import render
 from mrl_pg.errors import InvalidConfigError, InvalidSearchError
 from mrl_pg.migrate import include_name
 from mrl_pg.plans import uses_index
-from mrl_pg.schema import render
+from mrl_pg.psycopg import exact_search as psycopg_exact_search
+from mrl_pg.psycopg import search as psycopg_search
 from mrl_pg.sqlalchemy import (
     MrlMixin,
     exact_search,

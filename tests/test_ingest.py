@@ -19,6 +19,7 @@ from psycopg import sql
 
 from mrl_pg.cli._app import cli
 from mrl_pg.config import TableConfig
+from mrl_pg.ddl.install import install
 from mrl_pg.errors import (
     DatabaseError,
     EmbeddingError,
@@ -27,7 +28,6 @@ from mrl_pg.errors import (
     InvalidVectorError,
 )
 from mrl_pg.ingest import ingest_arrays, ingest_file, ingest_records
-from mrl_pg.install import install
 from mrl_pg.readers import count_records, read_records
 
 DIM = 64

@@ -18,10 +18,10 @@ import pytest
 
 import mrl_pg._ingest_batches
 from mrl_pg.config import TableConfig
+from mrl_pg.ddl.install import install
 from mrl_pg.embeddings import EmbeddingClient
 from mrl_pg.errors import EmbeddingError
 from mrl_pg.ingest import ingest_file, ingest_records
-from mrl_pg.install import install
 from tests.fix_openai import FakeOpenAIServer, RecordedRequest, fake_embedding
 from tests.test_ingest import state, write_jsonl
 

@@ -81,9 +81,9 @@ def test_the_default_tuning_keeps_ef_search_at_twice_the_pool_within_40_and_1000
 
 def test_an_explicit_ef_search_overrides_the_rule_on_every_front_end():
     from mrl_pg import TableConfig as Config
-    from mrl_pg.client import adaptive_search_statement
+    from mrl_pg.ddl.tables import render
     from mrl_pg.errors import InvalidSearchError
-    from mrl_pg.schema import render
+    from mrl_pg.psycopg import adaptive_search_statement
     from mrl_pg.sqlalchemy import _search_params
 
     assert dict(scan_settings(SearchParams(k=10, ef_search=77)))["hnsw.ef_search"] == "77"

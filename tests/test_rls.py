@@ -3,7 +3,7 @@
 One adopted table of 20,000 rows x 512 dimensions (TOASTed vectors, as at scale): a
 large tenant (70%), a small one (20 rows), a tiny one (5 rows, fewer than k) and 100
 others. Three roles, one per tenant, search as PostgREST would (``SET ROLE``). The
-recommended policy forms (:mod:`mrl_pg.rls`) are checked one after the other: a
+recommended policy forms (:mod:`mrl_pg.ddl.rls`) are checked one after the other: a
 transaction-local setting, and a constant per role. At this size the planner already
 chooses as at 100,000 rows (``benchmarks/rls.py``, ``docs/rls-100k.txt``), with its own
 statistics after ANALYZE and no planner setting changed; the degrading forms below
@@ -39,10 +39,11 @@ from benchmarks.rls import (
     sql_function,
     tenant_column,
 )
-from mrl_pg import TableConfig, client
+from mrl_pg import TableConfig
+from mrl_pg import psycopg as mrl_psycopg
 from mrl_pg.db import configure_connection
+from mrl_pg.ddl.rls import role_policy_ddl, set_tenant, tenant_index_ddl, tenant_policy_ddl
 from mrl_pg.errors import InvalidConfigError
-from mrl_pg.rls import role_policy_ddl, set_tenant, tenant_index_ddl, tenant_policy_ddl
 from mrl_pg.synthetic import make_queries
 
 ROWS, DIM, PREFIX = 20_000, 512, 128
@@ -110,10 +111,10 @@ def _setting(pattern: Pattern, tenant: int) -> int | None:
 
 
 def _psycopg_plan(table: RlsTable, pattern: Pattern, who: int, **kw: Any) -> Any:
-    """The plan of ``client.search`` as the role of tenant ``who``."""
+    """The plan of ``mrl_psycopg.search`` as the role of tenant ``who``."""
     with role_connection(table.dsn, table.role(who)) as conn, \
             as_tenant(conn, _setting(pattern, who)):
-        return client.explain(conn, table.config, table.queries[0], k=K, analyze=True,
+        return mrl_psycopg.explain(conn, table.config, table.queries[0], k=K, analyze=True,
                               as_json=True, **kw)
 
 
@@ -197,17 +198,17 @@ def test_no_role_sees_another_tenants_row_through_any_front_end(rls_table, recom
                 assert count.fetchone() == (SIZES[own],)
             for vector in vectors:
                 with as_tenant(conn, setting):
-                    found = [client.search(conn, config, vector, k=K),
-                             client.exact_search(conn, config, vector, k=K),
+                    found = [mrl_psycopg.search(conn, config, vector, k=K),
+                             mrl_psycopg.exact_search(conn, config, vector, k=K),
                              sql_function(conn, config, vector, k=K)]
                 assert [_tenants_seen(rows) for rows in found] == [{own}] * 3, role
                 assert [len(rows) for rows in found] == [min(K, SIZES[own])] * 3
             for other in others:
                 with as_tenant(conn, setting):
-                    named = [client.search(conn, config, vectors[0], k=K, tenant=other),
-                             client.search(conn, config, vectors[0], k=K,
+                    named = [mrl_psycopg.search(conn, config, vectors[0], k=K, tenant=other),
+                             mrl_psycopg.search(conn, config, vectors[0], k=K,
                                            where={"tenant_id": [own, other]}),
-                             client.exact_search(conn, config, vectors[0], k=K, tenant=other),
+                             mrl_psycopg.exact_search(conn, config, vectors[0], k=K, tenant=other),
                              sql_function(conn, config, vectors[0], k=K,
                                           filter={"tenant_id": other})]
                 assert [_tenants_seen(rows) for rows in named] == [set(), {own}, set(), set()]
@@ -224,7 +225,7 @@ def test_no_role_sees_another_tenants_row_through_any_front_end(rls_table, recom
 def test_a_role_without_its_tenant_setting_sees_nothing(rls_table):
     _apply(rls_table, RECOMMENDED["setting"])
     with role_connection(rls_table.dsn, rls_table.role(LARGE)) as conn:
-        assert client.search(conn, rls_table.config, rls_table.queries[0], k=K) == []
+        assert mrl_psycopg.search(conn, rls_table.config, rls_table.queries[0], k=K) == []
         assert sql_function(conn, rls_table.config, rls_table.queries[0], k=K) == []
 
 
@@ -232,7 +233,7 @@ def test_a_role_bound_tenant_ignores_any_setting_the_role_makes(rls_table):
     _apply(rls_table, RECOMMENDED["role constant"])
     with role_connection(rls_table.dsn, rls_table.role(SMALL)) as conn, \
             as_tenant(conn, LARGE):
-        rows = client.search(conn, rls_table.config, rls_table.other_rows[LARGE], k=K)
+        rows = mrl_psycopg.search(conn, rls_table.config, rls_table.other_rows[LARGE], k=K)
         assert _tenants_seen(rows) == {SMALL}
 
 
@@ -321,7 +322,7 @@ def test_small_tenants_read_the_tenant_btree_and_get_k_rows_or_all_of_theirs(
             assert rls_table.config.name not in seq_scanned_tables(plan)
         with role_connection(rls_table.dsn, rls_table.role(tenant)) as conn, \
                 as_tenant(conn, _setting(recommended, tenant)):
-            rows = client.search(conn, rls_table.config, rls_table.queries[1], k=K)
+            rows = mrl_psycopg.search(conn, rls_table.config, rls_table.queries[1], k=K)
         assert len(rows) == min(K, SIZES[tenant]) and _tenants_seen(rows) == {tenant}
 
 

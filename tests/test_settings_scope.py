@@ -192,9 +192,9 @@ def test_an_orm_search_failing_in_the_driver_leaves_the_transaction_with_its_set
 def test_an_autocommit_orm_search_whose_settings_fail_leaves_no_transaction_open(
     corpus, orm_model, monkeypatch
 ):
-    import mrl_pg.sqlalchemy
+    import mrl_pg._sqlalchemy_target
 
-    monkeypatch.setattr(mrl_pg.sqlalchemy, "scan_settings",
+    monkeypatch.setattr(mrl_pg._sqlalchemy_target, "scan_settings",
                         lambda params: [("hnsw.ef_search", "not a number")])
     engine = create_engine(corpus.dsn, execution_options={"isolation_level": "AUTOCOMMIT"})
     try:

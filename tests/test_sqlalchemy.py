@@ -31,6 +31,7 @@ from mrl_pg import TableConfig, install, truncate_and_normalize
 from mrl_pg import exact_search as psycopg_exact_search
 from mrl_pg import search as psycopg_search
 from mrl_pg.db import create_async_engine, create_engine
+from mrl_pg.ddl.tables import hnsw_index_ddl, prefix_expression, render
 from mrl_pg.errors import (
     DimensionMismatchError,
     InvalidConfigError,
@@ -38,7 +39,6 @@ from mrl_pg.errors import (
     InvalidVectorError,
 )
 from mrl_pg.migrate import VERSION_TABLE, include_name, upgrade
-from mrl_pg.schema import hnsw_index_ddl, prefix_expression, render
 from mrl_pg.sqlalchemy import (
     MrlMixin,
     exact_search,

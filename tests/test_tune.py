@@ -194,7 +194,7 @@ def test_a_sampled_row_counts_neither_in_its_truth_nor_in_its_results():
 
 
 def test_dropping_a_table_forgets_its_tuning(conn, table):
-    from mrl_pg.install import drop_ddl
+    from mrl_pg.ddl.install import drop_ddl
 
     save_tuning(conn, table, TuningRecord(TUNED))
     for statement in drop_ddl(table):

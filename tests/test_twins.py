@@ -18,13 +18,13 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 import mrl_pg
-import mrl_pg.client
 import mrl_pg.db
 import mrl_pg.embeddings
+import mrl_pg.psycopg
 import mrl_pg.sqlalchemy
 from mrl_pg.db import configure_connection, configure_connection_async, connect, connect_async
 
-MODULES = [mrl_pg, mrl_pg.db, mrl_pg.client, mrl_pg.sqlalchemy]
+MODULES = [mrl_pg, mrl_pg.db, mrl_pg.psycopg, mrl_pg.sqlalchemy]
 CLASSES = [(mrl_pg.embeddings.EmbeddingClient, mrl_pg.embeddings.AsyncEmbeddingClient)]
 # Parameters whose type differs by design: the connection or session, nothing else.
 CONNECTION_PARAMETERS = {"conn", "session"}

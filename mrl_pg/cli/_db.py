@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import migrate as migrations
-from ..install import install_script
+from ..ddl.install import install_script
 from ._app import TableChoice, dsn_option, table_options
 
 

@@ -16,9 +16,9 @@ from psycopg import sql
 
 from ..config import DEFAULT_TABLE, TableConfig
 from ..db import connect
+from ..ddl.install import install
 from ..errors import InvalidConfigError, MrlPgError
 from ..ingest import IngestReport, ingest_file
-from ..install import install
 from ..readers import count_records, detect_format
 from ._app import TableChoice, dsn_option, table_options
 from ._progress import IndexProgressBar, progress_bar

@@ -11,10 +11,10 @@ from typing import Any
 
 import click
 
-from ..client import SearchResult, exact_search, search
 from ..config import TableConfig
 from ..db import connect
 from ..errors import InvalidSearchError
+from ..psycopg import SearchResult, exact_search, search
 from ..vectors import load_npy
 from ._app import TableChoice, dsn_option, table_options
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from .compat import MIN_PGVECTOR_VERSION
-from .config import TableConfig
-from .tuning import MAX_EF_SEARCH, MAX_MATCH_COUNT, MAX_POOL, TUNING_TABLE, tuning_table
+from ..compat import MIN_PGVECTOR_VERSION
+from ..config import TableConfig
+from ..tuning import MAX_EF_SEARCH, MAX_MATCH_COUNT, MAX_POOL, TUNING_TABLE, tuning_table
 
 __all__ = [
     "prefix_expression",

@@ -17,10 +17,10 @@ from dataclasses import replace
 
 from psycopg import sql
 
-from .config import TableConfig, column_name
-from .query import MAX_SCAN_TUPLES_RULE, adaptive_search_sql
-from .schema import render
-from .tuning import DEFAULT_TUNING, MAX_MATCH_COUNT, MAX_POOL, ef_search_sql, tuning_table
+from ..config import TableConfig, column_name
+from ..query import MAX_SCAN_TUPLES_RULE, adaptive_search_sql
+from ..tuning import DEFAULT_TUNING, MAX_MATCH_COUNT, MAX_POOL, ef_search_sql, tuning_table
+from .tables import render
 
 __all__ = [
     "search_function_ddl", "drop_search_function_ddl", "SEARCH_FUNCTION_ARGS", "row_filter",

@@ -7,9 +7,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .config import TableConfig
-from .errors import DatabaseError
-from .schema import (
+from ..config import TableConfig
+from ..errors import DatabaseError
+from .search_function import drop_search_function_ddl, search_function_ddl
+from .tables import (
     extension_ddl,
     forget_tuning_ddl,
     index_ddl,
@@ -18,7 +19,6 @@ from .schema import (
     table_ddl,
     tuning_table_ddl,
 )
-from .search_function import drop_search_function_ddl, search_function_ddl
 
 __all__ = ["create_ddl", "drop_ddl", "install", "install_script"]
 
@@ -47,7 +47,7 @@ def install_script(config: TableConfig | None = None) -> str:
         "-- mrl_pg install script: table, indexes and search function for\n"
         f"-- {config.qualified_name} (vector({config.full_dim}) embedding, "
         f"halfvec({config.prefix_dim}) prefix).\n"
-        "-- Generated from mrl_pg/schema.py by `mrl-pg sql > sql/install.sql`;\n"
+        "-- Generated from mrl_pg/ddl/ by `mrl-pg sql > sql/install.sql`;\n"
         "-- tests/test_sql_script.py fails if this file and the generator differ.\n"
         '-- Run with: psql "$DATABASE_URL" -f sql/install.sql\n'
         "-- Needs pgvector >= 0.8 (iterative index scans); it stops with an error\n"

@@ -28,8 +28,8 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from .config import TableConfig
-from .errors import InvalidConfigError, InvalidIdentifierError
+from ..config import TableConfig
+from ..errors import InvalidConfigError, InvalidIdentifierError
 
 __all__ = [
     "DEFAULT_TENANT_SETTING",

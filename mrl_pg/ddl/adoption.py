@@ -1,0 +1,55 @@
+"""Adopting an existing table: the prefix expression's HNSW index (built concurrently),
+the adoption's record on it, and the table's search function; and their removal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from ..catalog import adoption_comment_ddl
+from ..config import TableConfig
+from ..errors import InvalidConfigError
+from .search_function import drop_search_function_ddl, search_function_ddl
+from .tables import forget_tuning_ddl, hnsw_index_ddl, pgvector_check_ddl, tuning_table_ddl
+
+__all__ = ["AdoptionDDL", "adopt_ddl", "release_ddl", "require_adopted"]
+
+
+@dataclass(frozen=True)
+class AdoptionDDL:
+    """Statements in the order they run: ``before`` and ``after`` in a transaction,
+    ``concurrent`` outside one (``CREATE/DROP INDEX CONCURRENTLY``)."""
+
+    before: list[sql.Composed]
+    concurrent: list[sql.Composed]
+    after: list[sql.Composed]
+
+
+def require_adopted(config: TableConfig) -> None:
+    if not config.adopted or config.prefix_column is not None:
+        raise InvalidConfigError(
+            f"{config.qualified_name} is not described as an existing table: "
+            "use TableConfig.from_table(conn, ...)")
+
+
+def adopt_ddl(config: TableConfig) -> AdoptionDDL:
+    """What adopting ``config``'s table runs (Alembic's operation emits exactly these)."""
+    require_adopted(config)
+    return AdoptionDDL(
+        before=[pgvector_check_ddl()],
+        concurrent=[hnsw_index_ddl(config, concurrently=True, if_not_exists=True)],
+        after=[adoption_comment_ddl(config), *tuning_table_ddl(config),
+               search_function_ddl(config)],
+    )
+
+
+def release_ddl(config: TableConfig) -> AdoptionDDL:
+    """What :func:`release_table` runs: the function and tuning row go, then the index."""
+    require_adopted(config)
+    return AdoptionDDL(
+        before=[drop_search_function_ddl(config), forget_tuning_ddl(config)],
+        concurrent=[sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+            config.qualified(config.hnsw_index_name))],
+        after=[],
+    )
