@@ -50,11 +50,14 @@ def delete_rows(
     *,
     external_ids: Sequence[str] | None = None,
     filter: Mapping[str, Any] | None = None,
+    tenant: str | None = None,
     dry_run: bool = False,
 ) -> DeleteReport:
     """Delete the rows with these keys and/or whose metadata contains ``filter``.
 
-    Both given: rows matching both. One transaction: every matching row goes, or none.
+    Both given: rows matching both. On a table with a tenant column ``tenant``
+    is required, and only that tenant's rows can go (a key is unique per tenant
+    only). One transaction: every matching row goes, or none.
     ``dry_run`` counts the matching rows and deletes nothing.
 
     >>> delete_rows(conn, config, filter={"source": "old-crawl"}, dry_run=True)  # doctest: +SKIP
@@ -64,6 +67,16 @@ def delete_rows(
         raise InvalidSearchError("name the rows to delete: external_ids, a filter, or both")
     conditions: list[sql.Composable] = []
     params: list[Any] = []
+    if config.tenant_column is not None:
+        if not isinstance(tenant, str) or not tenant:
+            raise InvalidSearchError(
+                f"{config.qualified_name} has a tenant column ({config.tenant_column}): "
+                "name the tenant whose rows to delete")
+        conditions.append(sql.SQL("{} = %s").format(sql.Identifier(config.tenant_column)))
+        params.append(tenant)
+    elif tenant is not None:
+        raise InvalidSearchError(
+            f"tenant given, but table {config.qualified_name} has no tenant column")
     if external_ids is not None:
         conditions.append(sql.SQL("external_id = ANY(%s::text[])"))
         params.append(_keys(external_ids))

@@ -149,8 +149,15 @@ def test_cli_creates_a_tenant_table_ingests_per_tenant_and_scopes_search(
     one_line_error(invoke("ingest", globex, *table, "--tenant-column", "org", "--tenant", "x"),
                    "exists with the tenant column 'tenant'")
     one_line_error(invoke("delete", "--id", "art-1", *table),
-                   "--id would delete every tenant's row")
+                   "has a tenant column (tenant): name the tenant whose rows to delete")
+    one_line_error(invoke("delete", "--filter", "{}", "--tenant", "acme", *table),
+                   "an empty filter matches every row")
     assert len(rows_of(conn, config)) == 3
+    deleted = invoke("delete", "--id", "art-1", "--tenant", "globex", *table)
+    assert deleted.exit_code == 0, deleted.output
+    assert "deleted 1 rows" in deleted.stdout
+    left = {(r.tenant, r.external_id) for r in search(conn, config, vec(2), k=10)}
+    assert left == {("acme", "art-1"), ("acme", "art-2")}  # acme's art-1 stays
 
 
 @pytest.fixture

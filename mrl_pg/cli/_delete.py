@@ -20,11 +20,13 @@ from ._search import _parse_filter
               help="A file of external_ids, one per line.")
 @click.option("--filter", "filter_json", metavar="JSON",
               help='Delete rows whose metadata contains this object, e.g. \'{"lang": "en"}\'.')
+@click.option("--tenant", metavar="VALUE",
+              help="Only rows of this tenant (required on a table with a tenant column).")
 @click.option("--dry-run", is_flag=True, help="Count the matching rows; delete nothing.")
 @table_options
 @dsn_option
 def delete_command(ids: tuple[str, ...], ids_file: Path | None, filter_json: str | None,
-                   dry_run: bool, table: TableChoice, dsn: str) -> None:
+                   tenant: str | None, dry_run: bool, table: TableChoice, dsn: str) -> None:
     """Delete rows by --id/--ids-file, by --filter, or both (rows matching both).
 
     All matching rows go in one transaction, or none do.
@@ -48,11 +50,8 @@ def delete_command(ids: tuple[str, ...], ids_file: Path | None, filter_json: str
             raise InvalidConfigError(
                 f"{config.qualified_name} is an adopted table: mrl-pg delete works on tables "
                 "mrl_pg created (by external_id or metadata); delete its rows with SQL")
-        if config.tenant_column is not None and keys is not None:
-            raise InvalidConfigError(
-                f"{config.qualified_name} has a tenant column, and an external_id is unique "
-                "per tenant only: --id would delete every tenant's row; use --filter or SQL")
-        report = delete_rows(conn, config, external_ids=keys, filter=flt, dry_run=dry_run)
+        report = delete_rows(conn, config, external_ids=keys, filter=flt, tenant=tenant,
+                             dry_run=dry_run)
     if report.dry_run:
         click.echo(f"{config.qualified_name}: {report.matched} rows match; nothing deleted "
                    "(--dry-run)")
