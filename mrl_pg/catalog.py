@@ -132,8 +132,13 @@ def describe_table(
             "hnsw_ef_construction": int(options.get("ef_construction", 64))}
     prefix = columns.get("embedding_prefix")
     if _MANAGED_COLUMNS <= set(columns) and prefix is not None and prefix.generated:
-        extra = [c for c in columns.values() if c.name not in _MANAGED_COLUMNS]
-        tenant = extra[0].name if len(extra) == 1 and extra[0].type_name == "text" else None
+        # The tenant column is the one mrl_pg's unique key pairs with external_id
+        # (UNIQUE (tenant, external_id)); a model's own extra columns are not tenants.
+        with conn.cursor() as cur:
+            keys = [tuple(r[1]) for r in cur.execute(_UNIQUE_KEYS, {"table": name}).fetchall()]
+        tenants = [k[0] for k in keys if len(k) == 2 and k[1] == "external_id"
+                   and k[0] not in _MANAGED_COLUMNS]
+        tenant = tenants[0] if tenants else None
         return TableConfig(table, full_dim=columns["embedding"].typmod, prefix_dim=prefix.typmod,
                            schema=schema, tenant_column=tenant, hnsw_m=hnsw["hnsw_m"],
                            hnsw_ef_construction=hnsw["hnsw_ef_construction"])

@@ -379,3 +379,13 @@ def test_the_sql_function_filter_names_columns_and_refuses_unknown_ones(articles
     assert len(rows) == 10 and {r[2] for r in rows} == {date(2024, 1, 8)}
     with pytest.raises(psycopg.errors.UndefinedColumn, match="cannot filter on: ghost"):
         conn.execute(call, (QUERIES[3], '{"ghost": 1, "author_id": 2}'))
+
+
+def test_describe_table_finds_the_tenant_by_the_unique_key_not_by_an_extra_text_column(conn):
+    install(conn, TableConfig("owned", full_dim=16, prefix_dim=4, tenant_column="org"))
+    install(conn, TableConfig("plain", full_dim=16, prefix_dim=4))
+    conn.execute("ALTER TABLE plain ADD COLUMN title text")  # a model's own column
+    assert describe_table(conn, "owned").tenant_column == "org"
+    described = describe_table(conn, "plain")
+    assert described.tenant_column is None
+    assert described == TableConfig("plain", full_dim=16, prefix_dim=4)
