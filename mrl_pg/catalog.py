@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +16,11 @@ from .config import (
     TableConfig,
     validate_identifier,
 )
+from .ddl.adoption import adoption_choices
 from .errors import InvalidConfigError
 
 __all__ = [
-    "describe_existing_table", "describe_table", "TableColumn", "adoption_comment",
-    "adoption_choices", "adoption_comment_ddl",
+    "describe_existing_table", "describe_table", "TableColumn",
 ]
 
 _VECTOR_TYPES = ("vector", "halfvec", "sparsevec")
@@ -70,7 +69,6 @@ class TableColumn:
 
 
 def _table_literal(schema: str | None, table: str) -> str:
-    from psycopg import sql
 
     ident = sql.Identifier(schema, table) if schema else sql.Identifier(table)
     return ident.as_string(None)
@@ -154,37 +152,6 @@ def describe_table(
         conn, table, embedding=_unquote(match["column"]), prefix_dim=int(match["p"]),
         schema=schema, key=choices.get("key"), columns=choices.get("columns"),
         metadata=choices.get("metadata"), tenant=choices.get("tenant"), **hnsw)
-
-
-_COMMENT_PREFIX = "mrl_pg adopted: "
-
-
-def adoption_comment(config: TableConfig) -> str:
-    """The comment adopting puts on the prefix index: the description's own choices as JSON."""
-    return _COMMENT_PREFIX + json.dumps({
-        "key": list(config.key), "columns": list(config.returned_columns),
-        "metadata": config.metadata_column, "tenant": config.tenant_column})
-
-
-def adoption_comment_ddl(config: TableConfig) -> sql.Composed:
-    """``COMMENT ON INDEX`` recording :func:`adoption_comment` on the prefix index."""
-    return sql.SQL("COMMENT ON INDEX {} IS {}").format(
-        config.qualified(config.hnsw_index_name), sql.Literal(adoption_comment(config)))
-
-
-def adoption_choices(comment: str | None) -> dict[str, Any]:
-    if not comment or not comment.startswith(_COMMENT_PREFIX):
-        return {}
-    try:
-        choices = json.loads(comment[len(_COMMENT_PREFIX):])
-    except ValueError:
-        return {}
-    if not isinstance(choices, dict):
-        return {}
-    for name in ("key", "columns"):
-        if isinstance(choices.get(name), list):
-            choices[name] = tuple(choices[name])
-    return choices
 
 
 def describe_existing_table(

@@ -35,8 +35,8 @@ from ._index_memory import (
 )
 from ._index_progress import IndexProgress, ProgressPoller
 from ._locks import lock_error
-from .catalog import adoption_comment_ddl
 from .config import TableConfig, validate_identifier
+from .ddl.adoption import adoption_comment_ddl
 from .ddl.tables import hnsw_index_ddl
 from .errors import DatabaseError, InvalidConfigError, MrlPgError
 

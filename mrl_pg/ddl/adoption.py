@@ -3,17 +3,21 @@ the adoption's record on it, and the table's search function; and their removal.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg import sql
 
-from ..catalog import adoption_comment_ddl
 from ..config import TableConfig
 from ..errors import InvalidConfigError
 from .search_function import drop_search_function_ddl, search_function_ddl
 from .tables import forget_tuning_ddl, hnsw_index_ddl, pgvector_check_ddl, tuning_table_ddl
 
-__all__ = ["AdoptionDDL", "adopt_ddl", "release_ddl", "require_adopted"]
+__all__ = [
+    "AdoptionDDL", "adopt_ddl", "release_ddl", "require_adopted", "adoption_comment",
+    "adoption_comment_ddl", "adoption_choices",
+]
 
 
 @dataclass(frozen=True)
@@ -53,3 +57,34 @@ def release_ddl(config: TableConfig) -> AdoptionDDL:
             config.qualified(config.hnsw_index_name))],
         after=[],
     )
+
+
+_COMMENT_PREFIX = "mrl_pg adopted: "
+
+
+def adoption_comment(config: TableConfig) -> str:
+    """The comment adopting puts on the prefix index: the description's own choices as JSON."""
+    return _COMMENT_PREFIX + json.dumps({
+        "key": list(config.key), "columns": list(config.returned_columns),
+        "metadata": config.metadata_column, "tenant": config.tenant_column})
+
+
+def adoption_comment_ddl(config: TableConfig) -> sql.Composed:
+    """``COMMENT ON INDEX`` recording :func:`adoption_comment` on the prefix index."""
+    return sql.SQL("COMMENT ON INDEX {} IS {}").format(
+        config.qualified(config.hnsw_index_name), sql.Literal(adoption_comment(config)))
+
+
+def adoption_choices(comment: str | None) -> dict[str, Any]:
+    if not comment or not comment.startswith(_COMMENT_PREFIX):
+        return {}
+    try:
+        choices = json.loads(comment[len(_COMMENT_PREFIX):])
+    except ValueError:
+        return {}
+    if not isinstance(choices, dict):
+        return {}
+    for name in ("key", "columns"):
+        if isinstance(choices.get(name), list):
+            choices[name] = tuple(choices[name])
+    return choices
