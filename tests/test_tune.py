@@ -5,15 +5,20 @@ searches with it when the caller leaves oversample unset."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from pgvector.sqlalchemy import VECTOR
 from psycopg import sql
-from sqlalchemy.orm import Session
+from sqlalchemy import BigInteger, Integer
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import mrl_pg
 from mrl_pg import TableConfig, install
+from mrl_pg.adopt import adopt_table
+from mrl_pg.catalog import describe_table
 from mrl_pg.cli._app import cli
 from mrl_pg.db import create_async_engine, create_engine
 from mrl_pg.errors import InvalidSearchError
@@ -278,3 +283,69 @@ def test_without_the_prefix_index_tune_says_so_and_saves_nothing(conn, table, sc
     assert result.exit_code == 1
     assert "walks the prefix index" in result.output and "mrl-pg index build" in result.output
     assert load_tuning(conn, table) is DEFAULT_TUNING
+
+
+class _UserBase(DeclarativeBase):
+    pass
+
+
+class _Shelf(_UserBase):
+    """A user's own model of an adopted table: nothing of mrl_pg's in it."""
+
+    __tablename__ = "shelf"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    aisle: Mapped[int] = mapped_column(Integer)
+    embedding: Mapped[Any] = mapped_column(VECTOR(DIM))
+
+
+def test_a_saved_setting_on_an_adopted_table_is_what_every_way_in_searches_with(
+    conn, queries, schema_dsn, schema, tmp_path
+):
+    conn.execute(f"CREATE TABLE shelf (id bigint PRIMARY KEY, aisle int, embedding vector({DIM}))")
+    corpus = make_corpus(ROWS, DIM, seed=11)
+    with conn.cursor() as cur, cur.copy("COPY shelf FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["int8", "int4", "vector"])
+        for i, vector in enumerate(corpus.embeddings):
+            copy.write_row((i + 1, i % 7, vector))
+    conn.execute("ANALYZE shelf")
+    adopt_table(conn, TableConfig.from_table(conn, "shelf", embedding="embedding",
+                                             prefix_dim=PREFIX))
+    config = describe_table(conn, "shelf")
+    assert config.adopted and config.prefix_column is None  # the expression-index layout
+
+    explicit_tuned = [_ids(mrl_pg.search(conn, config, q, k=10, oversample=TUNED.oversample,
+                                         ef_search=TUNED.ef_search)) for q in queries]
+    explicit_default = [_ids(mrl_pg.search(conn, config, q, k=10, oversample=8, ef_search=160))
+                        for q in queries]
+    assert explicit_tuned != explicit_default  # the pool changes answers on this table
+    assert [_ids(mrl_pg.search(conn, config, q, k=10)) for q in queries] == explicit_default
+
+    save_tuning(conn, config, TuningRecord(TUNED, target_recall=0.5))
+    assert load_tuning(conn, config) == TUNED
+    assert [_ids(mrl_pg.search(conn, config, q, k=10)) for q in queries] == explicit_tuned
+
+    function = sql.Identifier(schema, config.search_function_name)
+    for q, expected in zip(queries, explicit_tuned, strict=True):
+        rows = conn.execute(sql.SQL("SELECT id FROM {}(query_embedding => %s, match_count => 10)")
+                            .format(function), (q,)).fetchall()
+        assert [r[0] for r in rows] == expected
+
+    engine = create_engine(schema_dsn)
+    try:
+        with Session(engine) as session:
+            found = [[row.id for row, _ in mrl_pg.sqlalchemy.search(session, _Shelf.embedding,
+                                                                     q, k=10)]
+                     for q in queries]
+    finally:
+        engine.dispose()
+    assert found == explicit_tuned
+
+    runner = CliRunner()
+    for i in (0, 1):
+        path = str(tmp_path / f"q{i}.npy")
+        np.save(path, queries[i])
+        result = runner.invoke(cli, ["search", "--vector", path, "--json", "--table", "shelf",
+                                     "--schema", schema, "--dsn", schema_dsn])
+        assert result.exit_code == 0, result.output
+        assert [json.loads(line)["id"] for line in result.output.splitlines()] == (
+            explicit_tuned[i])
