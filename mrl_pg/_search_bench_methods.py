@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .config import TableConfig
+from .config import PGVECTOR_DEFAULT_EF_CONSTRUCTION, PGVECTOR_DEFAULT_M, TableConfig
 from .ddl.tables import prefix_expression
 from .errors import DatabaseError
 from .plans import plan_nodes, plan_tree, uses_index
@@ -92,13 +92,16 @@ class BenchTable:
 
     config: TableConfig
     full_halfvec: bool
+    full_ef_construction: int = PGVECTOR_DEFAULT_EF_CONSTRUCTION
+    """The full index's build list: pgvector's default, as a user's own index has it (the
+    prefix index has mrl_pg's, ``config.hnsw_ef_construction``)."""
 
     @property
     def full_index_name(self) -> str:
         return f"{self.config.name}_embedding_full_hnsw"
 
     def full_index_ddl(self) -> sql.Composed:
-        """The single-pass index: same m and ef_construction as the prefix index, cosine."""
+        """The single-pass index: cosine, pgvector's default m, ``full_ef_construction``."""
         return sql.SQL(
             "CREATE INDEX {name} ON {table} USING hnsw ({expr} {ops}) "
             "WITH (m = {m}, ef_construction = {ef})"
@@ -107,8 +110,8 @@ class BenchTable:
             table=self.config.table,
             expr=self._full_expression(),
             ops=sql.SQL("halfvec_cosine_ops" if self.full_halfvec else "vector_cosine_ops"),
-            m=sql.Literal(self.config.hnsw_m),
-            ef=sql.Literal(self.config.hnsw_ef_construction),
+            m=sql.Literal(PGVECTOR_DEFAULT_M),
+            ef=sql.Literal(self.full_ef_construction),
         )
 
     def _full_expression(self) -> sql.Composed:

@@ -43,7 +43,7 @@ import sqlalchemy as sa
 from alembic import op
 from psycopg import sql
 
-from .config import TableConfig
+from .config import DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, TableConfig
 from .ddl.adoption import adopt_ddl, release_ddl
 from .ddl.install import create_ddl, drop_ddl
 from .ddl.search_function import drop_search_function_ddl, search_function_ddl
@@ -103,8 +103,8 @@ def adopt_table(
     columns: tuple[str, ...] | list[str] | None = None,
     metadata: str | None = None,
     tenant: str | None = None,
-    hnsw_m: int = 16,
-    hnsw_ef_construction: int = 64,
+    hnsw_m: int = DEFAULT_HNSW_M,
+    hnsw_ef_construction: int = DEFAULT_HNSW_EF_CONSTRUCTION,
 ) -> TableConfig:
     """Adopt an existing table as a migration step (see :func:`mrl_pg.adopt.adopt_table`):
     the prefix HNSW index, built without blocking readers or writers, then the search function.
@@ -127,7 +127,8 @@ def adopt_table(
         given = {"embedding": embedding, "prefix_dim": prefix_dim, "schema": schema, "key": key,
                  "columns": columns, "metadata": metadata, "tenant": tenant}
         named = sorted(name for name, value in given.items() if value is not None)
-        if named or (hnsw_m, hnsw_ef_construction) != (16, 64):
+        if named or (hnsw_m, hnsw_ef_construction) != (DEFAULT_HNSW_M,
+                                                          DEFAULT_HNSW_EF_CONSTRUCTION):
             raise InvalidConfigError(
                 f"adopt_table got a TableConfig and {', '.join(named) or 'HNSW settings'}: "
                 "the description says it all; the keyword arguments describe a table by name")

@@ -121,7 +121,7 @@ def bench_index(
     full_dim: int = 1536, prefix_dim: int = 512, seed: int = 0,
     on_size: Callable[[int], None] | None = None,
 ) -> list[IndexBenchmark]:
-    """Build the prefix HNSW index (m=16, ef_construction=64) on tables of each size."""
+    """Build the prefix HNSW index (mrl_pg's defaults) on tables of each size."""
     results = []
     config = TableConfig(_INDEX_TABLE, full_dim=full_dim, prefix_dim=prefix_dim)
     try:

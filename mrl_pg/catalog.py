@@ -10,8 +10,12 @@ import psycopg
 from psycopg import sql
 
 from .config import (
+    DEFAULT_HNSW_EF_CONSTRUCTION,
+    DEFAULT_HNSW_M,
     DEFAULT_PREFIX_DIM,
     EMBEDDING_TYPES,
+    PGVECTOR_DEFAULT_EF_CONSTRUCTION,
+    PGVECTOR_DEFAULT_M,
     ColumnType,
     TableConfig,
     validate_identifier,
@@ -125,9 +129,12 @@ def describe_table(
     with conn.cursor() as cur:
         index = TableConfig(table, full_dim=2, prefix_dim=1).hnsw_index_name
         prefix_index = cur.execute(_PREFIX_INDEX, {"table": name, "index": index}).fetchone()
-    options = dict(o.split("=", 1) for o in (prefix_index[2] or [])) if prefix_index else {}
-    hnsw = {"hnsw_m": int(options.get("m", 16)),
-            "hnsw_ef_construction": int(options.get("ef_construction", 64))}
+    # No index yet: what mrl_pg would build. An index without the option: pgvector's default.
+    options = dict(o.split("=", 1) for o in (prefix_index[2] or [])) if prefix_index else {
+        "m": DEFAULT_HNSW_M, "ef_construction": DEFAULT_HNSW_EF_CONSTRUCTION}
+    hnsw = {"hnsw_m": int(options.get("m", PGVECTOR_DEFAULT_M)),
+            "hnsw_ef_construction": int(options.get("ef_construction",
+                                                    PGVECTOR_DEFAULT_EF_CONSTRUCTION))}
     prefix = columns.get("embedding_prefix")
     if _MANAGED_COLUMNS <= set(columns) and prefix is not None and prefix.generated:
         # The tenant column is the one mrl_pg's unique key pairs with external_id
@@ -176,9 +183,9 @@ def describe_existing_table(
             recorded = None
         if recorded is not None and recorded.adopted:
             embedding = embedding or recorded.embedding_column
-            prefix_dim = prefix_dim or recorded.prefix_dim
+            prefix_dim = recorded.prefix_dim if prefix_dim is None else prefix_dim
         embedding = embedding or "embedding"
-        prefix_dim = prefix_dim or DEFAULT_PREFIX_DIM
+        prefix_dim = DEFAULT_PREFIX_DIM if prefix_dim is None else prefix_dim
     name, shown, rows = _table_columns(conn, table, schema)
     with conn.cursor() as cur:
         unique_keys = [(bool(r[0]), tuple(r[1])) for r in cur.execute(

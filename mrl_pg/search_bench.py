@@ -2,7 +2,8 @@
 
 One run loads the vectors into an MRL table (prefix HNSW index built after the
 load, timed), builds the single-pass HNSW index on the full embedding beside
-it (timed, same m, ef_construction, memory and worker policy), finds each
+it (timed, at pgvector's default m and ef_construction, or ``full_ef_construction``; same
+memory and worker policy), finds each
 query's true neighbours with numpy, then times exact search, single-pass HNSW
 over an ef_search sweep, the Supabase recipe, prefix-only HNSW and adaptive
 search in interleaved rounds (see :func:`mrl_pg._search_bench_run.measure`).
@@ -54,7 +55,7 @@ from ._search_bench_report import (
     to_json,
 )
 from ._search_bench_run import Progress, TrueNeighbours, measure, recall_of
-from .config import TableConfig
+from .config import PGVECTOR_DEFAULT_EF_CONSTRUCTION, PGVECTOR_DEFAULT_M, TableConfig
 from .db import connect
 from .ddl.install import install
 from .ddl.tables import forget_tuning_ddl
@@ -116,6 +117,8 @@ class SearchBenchOptions:
     """Run ``mrl-pg tune`` on the table first and measure its choice as a user runs it."""
     tune_queries: int = 200
     target_recall: float = 0.99
+    full_ef_construction: int = PGVECTOR_DEFAULT_EF_CONSTRUCTION
+    """ef_construction of the single-pass index (the prefix index has mrl_pg's default)."""
     binary_stage: bool = False
     """Also build the binary-quantized prefix index (:class:`~mrl_pg.stages.BinaryPrefixHnsw`)
     and measure adaptive search through it over the oversample x adaptive ef_search grid."""
@@ -124,6 +127,10 @@ class SearchBenchOptions:
         for name in ("rounds", "k", "buffer_sample"):
             if getattr(self, name) < 1:
                 raise InvalidConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 2 * PGVECTOR_DEFAULT_M <= self.full_ef_construction <= 1000:
+            raise InvalidConfigError(
+                f"full_ef_construction must be between {2 * PGVECTOR_DEFAULT_M} (twice m) and "
+                f"1000, got {self.full_ef_construction}")
         if not self.clients or min(self.clients) < 1:
             raise InvalidConfigError(f"clients must be positive counts, got {self.clients}")
         for name in ("ef_search", "prefix_ef_search", "adaptive_ef_search", "oversample"):
@@ -305,7 +312,8 @@ def _load(
     config = TableConfig(options.table, full_dim=data.full_dim, prefix_dim=options.prefix_dim)
     halfvec = (options.full_halfvec if options.full_halfvec is not None
                else data.full_dim > MAX_VECTOR_INDEX_DIM)
-    table = BenchTable(config, full_halfvec=halfvec)
+    table = BenchTable(config, full_halfvec=halfvec,
+                       full_ef_construction=options.full_ef_construction)
     on_step(f"loading {rows:,} x {data.full_dim} rows into {config.name} (index deferred)")
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(config.table))
     install(conn, config, with_search_function=False)

@@ -40,7 +40,7 @@ CREATE TABLE "mrl_documents" (
     CONSTRAINT "mrl_documents_metadata_object" CHECK (jsonb_typeof(metadata) = 'object')
 ) WITH (toast_tuple_target = 8160);
 
-CREATE INDEX "mrl_documents_embedding_prefix_hnsw" ON "mrl_documents" USING hnsw ("embedding_prefix" halfvec_cosine_ops) WITH (m = 16, ef_construction = 64);
+CREATE INDEX "mrl_documents_embedding_prefix_hnsw" ON "mrl_documents" USING hnsw ("embedding_prefix" halfvec_cosine_ops) WITH (m = 16, ef_construction = 128);
 
 CREATE INDEX "mrl_documents_metadata_gin" ON "mrl_documents" USING gin (metadata jsonb_path_ops);
 

@@ -286,7 +286,7 @@ def test_offline_sql_builds_the_index_concurrently_between_commit_and_begin(
     create = next(i for i, line in enumerate(lines)
                   if line.startswith(f'CREATE INDEX CONCURRENTLY IF NOT EXISTS "{INDEX}" '))
     assert lines[create - 1] == "COMMIT;" and lines[create + 1] == "BEGIN;"
-    assert lines[create].endswith("halfvec_cosine_ops) WITH (m = 16, ef_construction = 64);")
+    assert lines[create].endswith("halfvec_cosine_ops) WITH (m = 16, ef_construction = 128);")
     function = offline.index(f'CREATE OR REPLACE FUNCTION "{config.schema}"."{FUNCTION}"')
     assert offline.index(lines[create]) < function < offline.rindex("COMMIT;")
 
@@ -354,7 +354,7 @@ def _model_declaring_the_index(prefix_dim: int) -> MetaData:
     articles = Base.metadata.tables[TABLE].to_metadata(metadata)
     Index(INDEX, text(f"(l2_normalize(subvector(embedding, 1, {prefix_dim})))"
                       f"::halfvec({prefix_dim})"),
-          postgresql_using="hnsw", postgresql_with={"m": 16, "ef_construction": 64},
+          postgresql_using="hnsw", postgresql_with={"m": 16, "ef_construction": 128},
           _table=articles)
     return metadata
 

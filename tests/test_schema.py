@@ -53,7 +53,7 @@ def test_default_table_has_hnsw_on_the_prefix_and_gin_on_metadata(conn, schema):
     indexes = dict(describe_table(conn, schema, "mrl_documents")["indexes"])
     hnsw = indexes["mrl_documents_embedding_prefix_hnsw"]
     assert "USING hnsw (embedding_prefix halfvec_cosine_ops)" in hnsw
-    assert "m='16'" in hnsw and "ef_construction='64'" in hnsw
+    assert "m='16'" in hnsw and "ef_construction='128'" in hnsw
     assert "USING gin (metadata jsonb_path_ops)" in indexes["mrl_documents_metadata_gin"]
     methods = conn.execute(
         "SELECT am.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "

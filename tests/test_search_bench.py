@@ -396,3 +396,17 @@ def test_another_first_stage_is_measured_beside_the_default_without_a_new_statem
     assert any(index in node for node in binary.plan_nodes)
     assert binary.index_rows == 40 and 0.0 < binary.recall <= 1.0
     assert {i.role for i in result.indexes} == {"prefix", "full", "binary prefix"}
+
+
+def test_the_single_pass_index_is_built_as_a_user_builds_it_and_the_prefix_as_mrl_pg_does():
+    from mrl_pg.ddl.tables import hnsw_index_ddl
+
+    config = TableConfig("docs", full_dim=1536, prefix_dim=512)
+    full = " ".join(BenchTable(config, full_halfvec=False).full_index_ddl().as_string(None).split())
+    assert full.endswith("USING hnsw (\"embedding\" vector_cosine_ops) "
+                         "WITH (m = 16, ef_construction = 64)")  # pgvector's defaults
+    stronger = BenchTable(config, full_halfvec=False, full_ef_construction=128).full_index_ddl()
+    assert "ef_construction = 128" in stronger.as_string(None)
+    assert "WITH (m = 16, ef_construction = 128)" in hnsw_index_ddl(config).as_string(None)
+    with pytest.raises(InvalidConfigError, match="full_ef_construction must be between 32"):
+        SearchBenchOptions(full_ef_construction=16)

@@ -10,7 +10,12 @@ import psycopg
 
 from ..adopt import adopt_table, release_table
 from ..catalog import describe_table
-from ..config import TableConfig, validate_identifier
+from ..config import (
+    DEFAULT_HNSW_EF_CONSTRUCTION,
+    DEFAULT_HNSW_M,
+    TableConfig,
+    validate_identifier,
+)
 from ..db import connect
 from ..errors import InvalidConfigError
 from ._app import dsn_option
@@ -46,9 +51,10 @@ def _columns(text: str | None, option: str) -> tuple[str, ...] | None:
 @click.option("--tenant-column", "--tenant", "tenant", default=None, metavar="COLUMN",
               help="The tenant column: `search --tenant VALUE` scopes to it, and an ingest "
                    "never overwrites another tenant's row.")
-@click.option("--m", "hnsw_m", type=int, default=16, show_default=True,
+@click.option("--m", "hnsw_m", type=int, default=DEFAULT_HNSW_M, show_default=True,
               help="HNSW neighbours per node of a new index.")
-@click.option("--ef-construction", "hnsw_ef_construction", type=int, default=64,
+@click.option("--ef-construction", "hnsw_ef_construction", type=int,
+              default=DEFAULT_HNSW_EF_CONSTRUCTION,
               show_default=True, help="HNSW candidate list size while building a new index.")
 @click.option("--maintenance-work-mem", metavar="SIZE", default=None,
               help="Memory for the index build, e.g. 2GB (default: the estimated graph "

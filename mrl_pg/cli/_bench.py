@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ..bench import bench_index, bench_load
+from ..config import PGVECTOR_DEFAULT_EF_CONSTRUCTION
 from ..db import connect
 from ..migrate import upgrade
 from ..search_bench import (
@@ -138,6 +139,10 @@ def _write(out: Path, report: SearchBenchReport | RowsSweepReport, markdown: str
                    "as a user runs it.")
 @click.option("--target-recall", type=float, default=0.99, show_default=True,
               help="Target recall for the tune step.")
+@click.option("--full-ef-construction", type=int, default=PGVECTOR_DEFAULT_EF_CONSTRUCTION,
+              show_default=True,
+              help="ef_construction of the single-pass index on the full embedding "
+                   "(pgvector's default; the prefix index has mrl_pg's).")
 @click.option("--binary-stage", is_flag=True,
               help="Also build a binary-quantized prefix index and measure adaptive search "
                    "through it (judge it on real embeddings only).")
@@ -145,7 +150,7 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
           vectors: Path | None, queries_file: Path | None, rounds: int, clients: str,
           ef_search: str, prefix_ef_search: str, oversample: str, adaptive_ef_search: str,
           buffer_sample: int, out: Path | None, seed: int, keep_table: bool, run_tune: bool,
-          target_recall: float, binary_stage: bool) -> None:
+          target_recall: float, full_ef_construction: int, binary_stage: bool) -> None:
     """Compare exact, single-pass HNSW, the Supabase recipe, prefix-only and adaptive search
     side by side on the same data and server, in interleaved rounds.
 
@@ -165,7 +170,8 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
         oversample=_counts(oversample, "--oversample"),
         adaptive_ef_search=_counts(adaptive_ef_search, "--adaptive-ef-search"),
         buffer_sample=buffer_sample, keep_table=keep_table, tune=run_tune,
-        target_recall=target_recall, binary_stage=binary_stage,
+        target_recall=target_recall, full_ef_construction=full_ef_construction,
+        binary_stage=binary_stage,
     )
     ui = _Progress()
     ui.step("migrating the database to head")
