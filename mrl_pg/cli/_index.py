@@ -9,6 +9,7 @@ from typing import Any
 import click
 import psycopg
 
+from ..config import DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M
 from ..db import connect
 from ..errors import DatabaseError, InvalidConfigError
 from ..index import (
@@ -30,10 +31,10 @@ def index() -> None:
 @table_options
 @click.option("--m", "hnsw_m", type=int, default=None,
               help="HNSW neighbours per node (2*m on the ground layer; default: the "
-                   "index's current setting, else 16).")
+                   f"index's current setting, else {DEFAULT_HNSW_M}).")
 @click.option("--ef-construction", "hnsw_ef_construction", type=int, default=None,
               help="HNSW candidate list size while building (default: the index's current "
-                   "setting, else 64).")
+                   f"setting, else {DEFAULT_HNSW_EF_CONSTRUCTION}).")
 @click.option("--maintenance-work-mem", metavar="SIZE", default=None,
               help="Memory for the build, e.g. 2GB (default: the estimated graph plus 25%, "
                    "within a quarter of RAM).")
