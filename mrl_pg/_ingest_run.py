@@ -32,6 +32,7 @@ from .errors import (
     InvalidConfigError,
     InvalidVectorError,
     LockTimeoutError,
+    one_line,
 )
 from .vectors import as_embedding
 
@@ -195,15 +196,6 @@ def database_errors(
         raise lock_error(exc.what, conn, config) from exc.__cause__
     except psycopg.Error as exc:
         raise DatabaseError(f"{what}: {one_line(exc)}") from exc
-
-
-def one_line(exc: psycopg.Error) -> str:
-    """The server's message and detail on one line."""
-    lines = str(exc).splitlines()
-    parts = [exc.diag.message_primary or (lines[0] if lines else type(exc).__name__)]
-    if exc.diag.message_detail:
-        parts.append(exc.diag.message_detail)
-    return " ".join(" ".join(p.split()) for p in parts)
 
 
 def check_batch_size(batch_size: int) -> None:

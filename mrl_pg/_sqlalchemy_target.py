@@ -10,7 +10,7 @@ exactly the indexed expression: the core's own (:data:`mrl_pg.stages.PREFIX_HNSW
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as sa_cast
 from sqlalchemy.engine import Connection, Result
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import ColumnProperty, QueryableAttribute
 
 from ._sqlalchemy_settings import _with_settings
@@ -247,6 +248,25 @@ def with_recorded_prefix(connection: Connection, target: Target) -> Target:
         hnsw_ef_construction=recorded.hnsw_ef_construction, adopted=True))
 
 
+def conditions(where: Where) -> tuple[Any, ...]:
+    """``where`` as a tuple of SQL conditions, or an :class:`InvalidSearchError` naming what
+    is not one (a string or a dict would otherwise be taken apart into its characters or keys).
+    """
+    if isinstance(where, (str, bytes, Mapping)) or not isinstance(where, Iterable):
+        raise InvalidSearchError(
+            "where= takes a list of SQLAlchemy conditions such as [Article.author_id == 5], "
+            f"got a {type(where).__name__}")
+    where = tuple(where)
+    for condition in where:
+        try:
+            and_(condition)
+        except ArgumentError:
+            raise InvalidSearchError(
+                "where= takes SQLAlchemy conditions such as Article.author_id == 5 "
+                f"(text() for raw SQL), got {condition!r}") from None
+    return where
+
+
 def search_params(
     k: int, oversample: int | None, offset: int, max_scan_tuples: int | None,
     ef_search: int | None, tuning: SearchTuning = DEFAULT_TUNING,
@@ -271,6 +291,7 @@ def adaptive_select(
     where: Where,
 ) -> Select[Any]:
     """See :func:`mrl_pg.sqlalchemy.search_select`."""
+    where = conditions(where)
     query = target.query(query_vector)
     names = [c.name for c in target.key]
     scan = select(*(c.label(n) for c, n in zip(target.key, names, strict=True)),
@@ -302,6 +323,7 @@ def adaptive_select(
 
 def exact_select(target: Target, query_vector: Any, *, k: int, where: Where) -> Select[Any]:
     """See :func:`mrl_pg.sqlalchemy.exact_search_select`."""
+    where = conditions(where)
     SearchParams(k=k, oversample=1)
     query = target.query(query_vector)
     distance = target.distance(query).label("distance")

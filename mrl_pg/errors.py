@@ -8,8 +8,13 @@ callers can catch them the usual way.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = [
+    "one_line",
     "MrlPgError",
     "InvalidIdentifierError",
     "InvalidConfigError",
@@ -114,3 +119,12 @@ class PgvectorVersionError(DatabaseError):
     def __init__(self, message: str, *, installed: str | None) -> None:
         super().__init__(message)
         self.installed = installed
+
+
+def one_line(exc: psycopg.Error) -> str:
+    """The server's message and detail on one line (no CONTEXT, LINE or caret lines)."""
+    lines = str(exc).splitlines()
+    parts = [exc.diag.message_primary or (lines[0] if lines else type(exc).__name__)]
+    if exc.diag.message_detail:
+        parts.append(exc.diag.message_detail)
+    return " ".join(" ".join(p.split()) for p in parts)

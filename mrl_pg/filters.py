@@ -126,6 +126,11 @@ def compile_where(
                         f"where: {column!r} is_null takes true or false, got {value!r}")
                 op, value = ("is_null" if value else "is_not_null"), None
             elif op in _SETS:
+                if not columns[column][3]:  # an array column: no type for a list of arrays
+                    raise InvalidSearchError(
+                        f"where: {column!r} is an array column: {op} takes a list of single "
+                        f"values; compare the whole array instead, e.g. "
+                        f"{{{column!r}: {{'eq': '{{a,b}}'}}}}")
                 value = _list(column, op, value)
             else:
                 value = _scalar(column, op, value)

@@ -25,7 +25,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from .config import TableConfig
-from .errors import DatabaseError
+from .errors import DatabaseError, one_line
 from .filters import ColumnFilter, Shape, compile_where, where_sql
 from .query import (
     EXACT_SETTINGS,
@@ -244,7 +244,7 @@ def _run(
                 restore = _restore_params(search, settings.fetchone())
                 settings.execute(RESTORE_SETTINGS_SQL, restore, prepare=False)
     except psycopg.Error as exc:
-        raise DatabaseError(f"search failed: {exc}") from exc
+        raise DatabaseError(f"search failed: {one_line(exc)}") from exc
     return rows
 
 
@@ -264,7 +264,7 @@ async def _run_async(
                 restore = _restore_params(search, await settings.fetchone())
                 await settings.execute(RESTORE_SETTINGS_SQL, restore, prepare=False)
     except psycopg.Error as exc:
-        raise DatabaseError(f"search failed: {exc}") from exc
+        raise DatabaseError(f"search failed: {one_line(exc)}") from exc
     return rows
 
 

@@ -92,6 +92,7 @@ from ._sqlalchemy_target import (
     Where,
     adaptive_select,
     checked_target,
+    conditions,
     exact_select,
     model_target,
     needs_tuning,
@@ -103,7 +104,7 @@ from ._sqlalchemy_target import (
 from ._sqlalchemy_target import search_params as _search_params  # noqa: F401 (tests use it)
 from .config import TableConfig
 from .ddl.tables import TOAST_TUPLE_TARGET, check_constraints, prefix_expression, render
-from .errors import DatabaseError, InvalidConfigError
+from .errors import DatabaseError, InvalidConfigError, one_line
 from .tuning import DEFAULT_TUNING, SearchTuning, load_tuning, load_tuning_async
 
 if TYPE_CHECKING:  # sqlalchemy.ext.asyncio needs greenlet; sync users need not install it
@@ -125,6 +126,13 @@ __all__ = [
 _M = TypeVar("_M", bound="MrlMixin")
 VectorColumn = QueryableAttribute[Any]
 """A mapped ``VECTOR(n)``/``HALFVEC(n)`` column of your own model, such as ``Article.embedding``."""
+
+
+def _failed(exc: DBAPIError) -> DatabaseError:
+    """The driver's error on one line (its message and detail), as a :class:`DatabaseError`."""
+    orig = exc.orig
+    reason = one_line(orig) if isinstance(orig, psycopg.Error) else " ".join(str(orig).split())
+    return DatabaseError(f"search failed: {reason}")
 
 
 def _check_constraints(config: TableConfig) -> list[CheckConstraint]:
@@ -366,7 +374,7 @@ def search(
     >>> search(session, Document, q, where=[Document.meta["lang"].astext == "en"])  # doctest: +SKIP
     >>> search(session, Article.embedding, q, where=[Article.author_id == 5])  # doctest: +SKIP
     """
-    where = tuple(where)
+    where = conditions(where)
     target = checked_target(model, query_vector, prefix_dim, k, oversample, where, offset,
                              max_scan_tuples, ef_search)
     try:
@@ -381,7 +389,7 @@ def search(
                                     where=where)
         return rows(session.execute(statement))
     except DBAPIError as exc:
-        raise DatabaseError(f"search failed: {exc.orig}") from exc
+        raise _failed(exc) from exc
 
 
 @overload
@@ -402,7 +410,7 @@ def exact_search(
     try:
         return rows(session.execute(statement))
     except DBAPIError as exc:
-        raise DatabaseError(f"search failed: {exc.orig}") from exc
+        raise _failed(exc) from exc
 
 
 @overload
@@ -431,7 +439,7 @@ async def search_async(
     prefix_dim: int | None = None,
 ) -> list[tuple[Any, float]]:
     """Async twin of :func:`search`, for :func:`mrl_pg.db.create_async_engine`."""
-    where = tuple(where)
+    where = conditions(where)
     target = checked_target(model, query_vector, prefix_dim, k, oversample, where, offset,
                              max_scan_tuples, ef_search)
     try:
@@ -447,7 +455,7 @@ async def search_async(
                                     where=where)
         return rows(await session.execute(statement))
     except DBAPIError as exc:
-        raise DatabaseError(f"search failed: {exc.orig}") from exc
+        raise _failed(exc) from exc
 
 
 @overload
@@ -469,4 +477,4 @@ async def exact_search_async(
     try:
         return rows(await session.execute(statement))
     except DBAPIError as exc:
-        raise DatabaseError(f"search failed: {exc.orig}") from exc
+        raise _failed(exc) from exc

@@ -116,6 +116,13 @@ class TableChoice:
                 "--dim/--prefix-dim out for an existing table")
         return config
 
+    def existing(self, conn: psycopg.Connection[Any]) -> TableConfig:
+        """:meth:`resolve` for a command that only works on a table that is there."""
+        if not self.exists(conn):
+            shown = f"{self.schema}.{self.name}" if self.schema else self.name
+            raise InvalidConfigError(f"table {shown} does not exist")
+        return self.resolve(conn)
+
 
 @contextmanager
 def _reading(conn: psycopg.Connection[Any]) -> Iterator[None]:

@@ -45,7 +45,7 @@ def delete_command(ids: tuple[str, ...], ids_file: Path | None, filter_json: str
     if keys is None and flt is None:
         raise click.UsageError("name the rows to delete: --id, --ids-file and/or --filter")
     with connect(dsn, autocommit=True) as conn:
-        config = table.resolve(conn)
+        config = table.existing(conn)
         if config.adopted:
             raise InvalidConfigError(
                 f"{config.qualified_name} is an adopted table: mrl-pg delete works on tables "

@@ -143,7 +143,7 @@ def search_command(text: str | None, vector_file: Path | None, k: int, oversampl
     where = _parse_where(where_json)
     query = _load_vector(vector_file) if vector_file is not None else None
     with connect(dsn, autocommit=True) as conn:
-        config = table.resolve(conn)
+        config = table.existing(conn)
         if query is None:
             from ..embeddings import DEFAULT_MODEL, EmbeddingClient
 

@@ -107,7 +107,7 @@ def tune_command(query_count: int, queries_file: Path | None, k: int, target_rec
     changed.
     """
     with connect(dsn, autocommit=True) as conn:
-        config = table.resolve(conn)
+        config = table.existing(conn)
         if reset:
             cleared = clear_tuning(conn, config)
             click.echo(f"{config.qualified_name}: "
