@@ -169,9 +169,13 @@ class TableWriter:
             action = sql.SQL("DO NOTHING")
         # ``xmax = 0`` holds for a freshly inserted row version only, so it tells
         # inserts from updates; rows the WHERE clause skips are not returned at all.
+        # A key GENERATED ALWAYS AS IDENTITY refuses a given value, even for a record that
+        # only updates its row, unless the INSERT says OVERRIDING SYSTEM VALUE (a no-op for
+        # a table without such a column).
         return sql.SQL(
             "WITH written AS ("
-            "INSERT INTO {table} AS t ({names}) SELECT {names} FROM {staging} ORDER BY {line} "
+            "INSERT INTO {table} AS t ({names}) OVERRIDING SYSTEM VALUE "
+            "SELECT {names} FROM {staging} ORDER BY {line} "
             "ON CONFLICT ({key}) {action} RETURNING (xmax = 0) AS inserted) "
             "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
             "FROM written"
