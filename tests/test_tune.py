@@ -59,26 +59,45 @@ def _ids(results) -> list[int]:
     return [r.id for r in results]
 
 
+def _save_and_check_psycopg(conn, config, queries) -> tuple[list[list[int]], list[list[int]]]:
+    """Save TUNED for the table; psycopg searches with the default before and TUNED after.
+    Returns the ids an explicit TUNED and an explicit default search find per query."""
+    explicit_tuned = [_ids(mrl_pg.search(conn, config, q, k=10, oversample=TUNED.oversample,
+                                         ef_search=TUNED.ef_search)) for q in queries]
+    explicit_default = [_ids(mrl_pg.search(conn, config, q, k=10, oversample=8, ef_search=160))
+                        for q in queries]
+    assert explicit_tuned != explicit_default  # the pool changes answers on this table
+    assert [_ids(mrl_pg.search(conn, config, q, k=10)) for q in queries] == explicit_default
+
+    save_tuning(conn, config, TuningRecord(TUNED, target_recall=0.5))
+    assert load_tuning(conn, config) == TUNED
+    assert [_ids(mrl_pg.search(conn, config, q, k=10)) for q in queries] == explicit_tuned
+    return explicit_tuned, explicit_default
+
+
+def _check_function_and_cli(conn, config, queries, expected, cli_args, tmp_path) -> None:
+    """The SQL function (named arguments) and `mrl-pg search --json` find ``expected``."""
+    function = sql.Identifier(config.schema, config.search_function_name)
+    for q, ids in zip(queries, expected, strict=True):
+        rows = conn.execute(sql.SQL("SELECT id FROM {}(query_embedding => %s, match_count => 10)")
+                            .format(function), (q,)).fetchall()
+        assert [r[0] for r in rows] == ids
+    runner = CliRunner()
+    for i in (0, 1):
+        path = str(tmp_path / f"q{i}.npy")
+        np.save(path, queries[i])
+        result = runner.invoke(cli, ["search", "--vector", path, "--json", *cli_args])
+        assert result.exit_code == 0, result.output
+        assert [json.loads(line)["id"] for line in result.output.splitlines()] == expected[i]
+
+
 def test_a_saved_setting_is_what_every_way_in_searches_with(
     conn, table, queries, schema_dsn, schema, tmp_path
 ):
-    explicit_tuned = [_ids(mrl_pg.search(conn, table, q, k=10, oversample=TUNED.oversample,
-                                         ef_search=TUNED.ef_search)) for q in queries]
-    explicit_default = [_ids(mrl_pg.search(conn, table, q, k=10, oversample=8, ef_search=160))
-                        for q in queries]
-    assert explicit_tuned != explicit_default  # the pool changes answers on this table
-    assert [_ids(mrl_pg.search(conn, table, q, k=10)) for q in queries] == explicit_default
-
-    save_tuning(conn, table, TuningRecord(TUNED, target_recall=0.5))
-    assert load_tuning(conn, table) == TUNED
-    assert [_ids(mrl_pg.search(conn, table, q, k=10)) for q in queries] == explicit_tuned
-
-    # SQL function, with and without named arguments
-    function = sql.Identifier(schema, table.search_function_name)
-    for q, expected in zip(queries, explicit_tuned, strict=True):
-        rows = conn.execute(sql.SQL("SELECT id FROM {}(query_embedding => %s, match_count => 10)")
-                            .format(function), (q,)).fetchall()
-        assert [r[0] for r in rows] == expected
+    explicit_tuned, explicit_default = _save_and_check_psycopg(conn, table, queries)
+    _check_function_and_cli(conn, table, queries, explicit_tuned, [
+        "--table", "docs", "--schema", schema, "--dim", str(DIM), "--prefix-dim", str(PREFIX),
+        "--dsn", schema_dsn], tmp_path)
 
     # SQLAlchemy, sync
     _, model = make_model(table)
@@ -90,18 +109,6 @@ def test_a_saved_setting_is_what_every_way_in_searches_with(
     finally:
         engine.dispose()
     assert found == explicit_tuned
-
-    # CLI
-    runner = CliRunner()
-    for i in (0, 1):
-        path = str(tmp_path / f"q{i}.npy")
-        np.save(path, queries[i])
-        result = runner.invoke(cli, ["search", "--vector", path, "--json", "--table", "docs",
-                                     "--schema", schema, "--dim", str(DIM), "--prefix-dim",
-                                     str(PREFIX), "--dsn", schema_dsn])
-        assert result.exit_code == 0, result.output
-        assert [json.loads(line)["id"] for line in result.output.splitlines()] == (
-            explicit_tuned[i])
 
     # An explicit argument still wins over the saved setting.
     assert _ids(mrl_pg.search(conn, table, queries[0], k=10, oversample=8, ef_search=160)) == (
@@ -310,26 +317,12 @@ def test_a_saved_setting_on_an_adopted_table_is_what_every_way_in_searches_with(
     conn.execute("ANALYZE shelf")
     adopt_table(conn, TableConfig.from_table(conn, "shelf", embedding="embedding",
                                              prefix_dim=PREFIX))
-    config = describe_table(conn, "shelf")
+    config = describe_table(conn, "shelf", schema=schema)
     assert config.adopted and config.prefix_column is None  # the expression-index layout
 
-    explicit_tuned = [_ids(mrl_pg.search(conn, config, q, k=10, oversample=TUNED.oversample,
-                                         ef_search=TUNED.ef_search)) for q in queries]
-    explicit_default = [_ids(mrl_pg.search(conn, config, q, k=10, oversample=8, ef_search=160))
-                        for q in queries]
-    assert explicit_tuned != explicit_default  # the pool changes answers on this table
-    assert [_ids(mrl_pg.search(conn, config, q, k=10)) for q in queries] == explicit_default
-
-    save_tuning(conn, config, TuningRecord(TUNED, target_recall=0.5))
-    assert load_tuning(conn, config) == TUNED
-    assert [_ids(mrl_pg.search(conn, config, q, k=10)) for q in queries] == explicit_tuned
-
-    function = sql.Identifier(schema, config.search_function_name)
-    for q, expected in zip(queries, explicit_tuned, strict=True):
-        rows = conn.execute(sql.SQL("SELECT id FROM {}(query_embedding => %s, match_count => 10)")
-                            .format(function), (q,)).fetchall()
-        assert [r[0] for r in rows] == expected
-
+    explicit_tuned, _ = _save_and_check_psycopg(conn, config, queries)
+    _check_function_and_cli(conn, config, queries, explicit_tuned, [
+        "--table", "shelf", "--schema", schema, "--dsn", schema_dsn], tmp_path)
     engine = create_engine(schema_dsn)
     try:
         with Session(engine) as session:
@@ -339,13 +332,3 @@ def test_a_saved_setting_on_an_adopted_table_is_what_every_way_in_searches_with(
     finally:
         engine.dispose()
     assert found == explicit_tuned
-
-    runner = CliRunner()
-    for i in (0, 1):
-        path = str(tmp_path / f"q{i}.npy")
-        np.save(path, queries[i])
-        result = runner.invoke(cli, ["search", "--vector", path, "--json", "--table", "shelf",
-                                     "--schema", schema, "--dsn", schema_dsn])
-        assert result.exit_code == 0, result.output
-        assert [json.loads(line)["id"] for line in result.output.splitlines()] == (
-            explicit_tuned[i])
