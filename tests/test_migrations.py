@@ -44,7 +44,7 @@ RELEASED = {
         "34c2b41317f578ec6b696612ab6aa4e054afe8f39ba31438649690508fa2be4a",
     "0004_search_tuning.py": "70267a3deabb73c6e241b0cf773116c7a210d6f25632e319dcfde508261cd105",
     "0005_prefix_index_ef_construction.py":
-        "1229d925a273128dfff560d32904f5289aa08a578a09a77feff7698e17e1a092",
+        "73ecf3be6195fd96fbe205679e00626b7cfdcc6898204939b97bf55a86603ec2",
 }
 
 

@@ -5,7 +5,7 @@ queries; at 128 the default search setting found them (BENCHMARKS.md). The
 option only steers how the graph grows, so this revision changes the recorded
 option in place (a brief lock on the index, no rebuild): rows inserted from now
 on are linked with the larger list. To rebuild the existing graph with it, run
-``mrl-pg index build`` (concurrent: readers and writers go on).
+``mrl-pg index build --concurrently`` (readers and writers go on).
 
 Released: the SQL below is this revision as it was released, frozen. It must
 never change (tests/test_migrations.py holds its digest); later changes go
