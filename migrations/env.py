@@ -12,8 +12,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, text
 
-from mrl_pg.compat import PGVECTOR_INSTALLABLE_SQL, require_pgvector
 from mrl_pg.migrate import VERSION_TABLE, migration_engine
+from mrl_pg.schema.compat import PGVECTOR_INSTALLABLE_SQL, require_pgvector
 from mrl_pg.server import resolve_dsn
 
 config = context.config

@@ -5,8 +5,10 @@ prefix with a small HNSW index; a search takes ``k * oversample`` candidates
 by prefix and re-ranks them by full-dimension cosine in one statement.
 """
 
-from .config import DEFAULT_FULL_DIM, DEFAULT_PREFIX_DIM, DEFAULT_TABLE, TableConfig
-from .db import (
+__version__ = "0.2.0"  # the one source: pyproject.toml and mrl-pg --version read it
+
+from mrl_pg.config import DEFAULT_FULL_DIM, DEFAULT_PREFIX_DIM, DEFAULT_TABLE, TableConfig
+from mrl_pg.db import (
     configure_connection,
     configure_connection_async,
     connect,
@@ -14,10 +16,8 @@ from .db import (
     create_async_engine,
     create_engine,
 )
-from .ddl.install import create_ddl, drop_ddl, install, install_script
-from .delete import DeleteReport, delete_rows
-from .embeddings import AsyncEmbeddingClient, Embedder, EmbeddingClient
-from .errors import (
+from mrl_pg.embeddings import AsyncEmbeddingClient, Embedder, EmbeddingClient
+from mrl_pg.errors import (
     DatabaseError,
     DatabaseNotConfiguredError,
     DimensionMismatchError,
@@ -33,8 +33,10 @@ from .errors import (
     PgvectorVersionError,
     ServerError,
 )
-from .ingest import IngestReport, ingest_arrays, ingest_file, ingest_records
-from .psycopg import (
+from mrl_pg.index.adopt import AdoptReport, adopt_table, release_table
+from mrl_pg.ingest.delete import DeleteReport, delete_rows
+from mrl_pg.ingest.load import IngestReport, ingest_arrays, ingest_file, ingest_records
+from mrl_pg.psycopg._search import (
     SearchResult,
     adaptive_search_statement,
     exact_search,
@@ -44,14 +46,21 @@ from .psycopg import (
     search,
     search_async,
 )
-from .server import EmbeddedServer, resolve_dsn
-from .vectors import truncate_and_normalize
+from mrl_pg.schema.catalog import table_config
+from mrl_pg.schema.install import create_ddl, drop_ddl, install, install_script
+from mrl_pg.server import EmbeddedServer, resolve_dsn
+from mrl_pg.vectors import truncate_and_normalize
 
 __all__ = [
+    "__version__",
     "DEFAULT_FULL_DIM",
     "DEFAULT_PREFIX_DIM",
     "DEFAULT_TABLE",
     "TableConfig",
+    "table_config",
+    "AdoptReport",
+    "adopt_table",
+    "release_table",
     "connect",
     "connect_async",
     "configure_connection",
@@ -98,4 +107,3 @@ __all__ = [
     "truncate_and_normalize",
 ]
 
-__version__ = "0.1.0"

@@ -1,5 +1,5 @@
 """``python -m mrl_pg`` runs the command line."""
 
-from .cli import main
+from mrl_pg.cli import main
 
 main()

@@ -13,11 +13,11 @@ Inside one of your revisions::
     def downgrade() -> None:
         drop_mrl_table(DOCS)
 
-The statements are the ones :mod:`mrl_pg.ddl.tables` generates, so a table made
+The statements are the ones :mod:`mrl_pg.schema.tables` generates, so a table made
 this way is identical to one made by ``mrl-pg migrate`` or ``sql/install.sql``.
 Works online and in offline (``--sql``) mode.
 
-A table you already have is adopted instead (:mod:`mrl_pg.adopt`: an HNSW
+A table you already have is adopted instead (:mod:`mrl_pg.index.adopt`: an HNSW
 index on the prefix expression, built concurrently, and its search function)::
 
     from mrl_pg.alembic import adopt_table, release_table
@@ -43,12 +43,13 @@ import sqlalchemy as sa
 from alembic import op
 from psycopg import sql
 
-from .config import DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, TableConfig
-from .ddl.adoption import adopt_ddl, release_ddl
-from .ddl.install import create_ddl, drop_ddl
-from .ddl.search_function import drop_search_function_ddl, search_function_ddl
-from .ddl.tables import render, tuning_table_ddl
-from .errors import InvalidConfigError
+from mrl_pg.config import DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, TableConfig
+from mrl_pg.errors import InvalidConfigError
+from mrl_pg.schema.adoption import adopt_ddl, release_ddl
+from mrl_pg.schema.catalog import table_config
+from mrl_pg.schema.install import create_ddl, drop_ddl
+from mrl_pg.schema.search_function import drop_search_function_ddl, search_function_ddl
+from mrl_pg.schema.tables import render, tuning_table_ddl
 
 __all__ = [
     "create_mrl_table",
@@ -106,10 +107,10 @@ def adopt_table(
     hnsw_m: int = DEFAULT_HNSW_M,
     hnsw_ef_construction: int = DEFAULT_HNSW_EF_CONSTRUCTION,
 ) -> TableConfig:
-    """Adopt an existing table as a migration step (see :func:`mrl_pg.adopt.adopt_table`):
+    """Adopt an existing table as a migration step (see :func:`mrl_pg.index.adopt.adopt_table`):
     the prefix HNSW index, built without blocking readers or writers, then the search function.
 
-    ``table`` is a name, described online with :meth:`TableConfig.from_table`'s
+    ``table`` is a name, described online with :func:`mrl_pg.table_config`'s
     keyword arguments, or a full :class:`TableConfig`, which offline (``--sql``)
     mode needs (its ``repr()`` is Python to paste into the revision). The
     revision's transaction is committed before ``CREATE INDEX CONCURRENTLY`` and
@@ -137,9 +138,9 @@ def adopt_table(
         raise InvalidConfigError(
             f"adopt_table({table!r}) in offline (--sql) mode needs a full TableConfig: "
             "without a database the table's columns cannot be read; put "
-            f"repr(TableConfig.from_table(conn, {table!r}, ...)) in the revision")
+            f"repr(mrl_pg.table_config(conn, {table!r}, ...)) in the revision")
     else:
-        config = TableConfig.from_table(
+        config = table_config(
             _driver_connection(table), table, embedding=embedding, prefix_dim=prefix_dim,
             schema=schema, key=key, columns=columns, metadata=metadata, tenant=tenant,
             hnsw_m=hnsw_m, hnsw_ef_construction=hnsw_ef_construction)

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 from sqlalchemy.dialects.postgresql.base import RESERVED_WORDS
 
-from .errors import InvalidConfigError, InvalidIdentifierError
-
-if TYPE_CHECKING:
-    import psycopg
+from mrl_pg.errors import InvalidConfigError, InvalidIdentifierError
 
 __all__ = [
     "TableConfig",
@@ -189,7 +185,7 @@ class TableConfig:
                     or self.column_types is not None:
                 raise InvalidConfigError(
                     "a table mrl_pg creates has fixed columns; describe an existing table "
-                    "with TableConfig.from_table(conn, ...) instead")
+                    "with mrl_pg.table_config(conn, ...) instead")
             return
         if not isinstance(self.key, tuple) or not self.key:
             raise InvalidConfigError(f"key must be a non-empty tuple of columns, got {self.key!r}")
@@ -201,43 +197,6 @@ class TableConfig:
             raise InvalidConfigError(
                 "a column named 'distance' clashes with the distance every search returns; "
                 "leave it out of the returned columns")
-
-    @classmethod
-    def from_table(
-        cls,
-        conn: psycopg.Connection[Any],
-        table: str,
-        *,
-        embedding: str | None = None,
-        prefix_dim: int | None = None,
-        schema: str | None = None,
-        key: tuple[str, ...] | list[str] | None = None,
-        columns: tuple[str, ...] | list[str] | None = None,
-        metadata: str | None = None,
-        tenant: str | None = None,
-        hnsw_m: int = DEFAULT_HNSW_M,
-        hnsw_ef_construction: int = DEFAULT_HNSW_EF_CONSTRUCTION,
-    ) -> TableConfig:
-        """Describe an existing table from the catalog, to search it where it is.
-
-        ``embedding`` must be a ``vector(N)`` or ``halfvec(N)`` column. Left
-        out, ``embedding`` and ``prefix_dim`` are what the table's adoption
-        recorded (its prefix index), else ``"embedding"`` and 512. ``key``
-        defaults to the primary key (else name the columns of a unique
-        constraint); ``columns`` (what a search returns) defaults to every
-        column but the vectors. The prefix is held by an expression index
-        (``mrl-pg adopt``), not a new column. A missing column or a wrong type
-        raises :class:`~mrl_pg.errors.InvalidConfigError` naming it.
-
-        >>> TableConfig.from_table(conn, "articles", embedding="embedding")  # doctest: +SKIP
-        """
-        from .catalog import describe_existing_table
-
-        return describe_existing_table(
-            conn, table, embedding=embedding, prefix_dim=prefix_dim, schema=schema,
-            key=None if key is None else tuple(key),
-            columns=None if columns is None else tuple(columns), metadata=metadata,
-            tenant=tenant, hnsw_m=hnsw_m, hnsw_ef_construction=hnsw_ef_construction)
 
     # Names of the table and of everything derived from it.
     @property

@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from pgvector.psycopg import register_vector, register_vector_async
 from psycopg.pq import TransactionStatus
 
-from .compat import PGVECTOR_VERSION_SQL, require_pgvector
-from .errors import DatabaseError
-from .server import resolve_dsn
+from mrl_pg.errors import DatabaseError
+from mrl_pg.schema.compat import PGVECTOR_VERSION_SQL, require_pgvector
+from mrl_pg.server import resolve_dsn
 
 if TYPE_CHECKING:  # sqlalchemy.ext.asyncio needs greenlet; sync users need not install it
     from sqlalchemy.ext.asyncio import AsyncEngine

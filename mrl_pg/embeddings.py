@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from .errors import EmbeddingError, InvalidConfigError, InvalidTextError, InvalidVectorError
-from .vectors import FloatArray, truncate_and_normalize
+from mrl_pg.errors import EmbeddingError, InvalidConfigError, InvalidTextError, InvalidVectorError
+from mrl_pg.vectors import FloatArray, truncate_and_normalize
 
 if TYPE_CHECKING:
     import openai

@@ -10,10 +10,10 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from .config import TableConfig
-from .errors import InvalidIdentifierError
-from .server import resolve_dsn
-from .tuning import TUNING_TABLE
+from mrl_pg.config import TableConfig
+from mrl_pg.errors import InvalidIdentifierError
+from mrl_pg.server import resolve_dsn
+from mrl_pg.statement.tuning import TUNING_TABLE
 
 __all__ = [
     "VERSION_TABLE", "OWN_TABLES", "include_name", "include_object", "alembic_config", "upgrade",

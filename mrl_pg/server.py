@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import DatabaseNotConfiguredError, ServerError
-from .settings import read_environment
+from mrl_pg.errors import DatabaseNotConfiguredError, ServerError
+from mrl_pg.settings import read_environment
 
 __all__ = ["EMBEDDED", "EmbeddedServer", "ServerStatus", "resolve_dsn"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .errors import DimensionMismatchError, InvalidVectorError
+from mrl_pg.errors import DimensionMismatchError, InvalidVectorError
 
 __all__ = ["truncate_and_normalize", "as_embedding", "as_embedding_matrix", "load_npy"]
 

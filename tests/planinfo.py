@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mrl_pg.plans import plan_tree
+from mrl_pg.statement.plans import plan_tree
 
 nodes = plan_tree  # every node of a plan, depth first (accepts the list EXPLAIN returns)
 

@@ -17,19 +17,19 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from mrl_pg import TableConfig
-from mrl_pg.adopt import adopt_table, release_table
-from mrl_pg.catalog import describe_table
+from mrl_pg.bench.synthetic import make_corpus, make_queries
 from mrl_pg.db import configure_connection
-from mrl_pg.ddl.adoption import adopt_ddl
-from mrl_pg.ddl.install import install
-from mrl_pg.ddl.tables import render
 from mrl_pg.errors import InvalidConfigError, InvalidSearchError
-from mrl_pg.filters import compile_where, where_sql
-from mrl_pg.plans import uses_index
-from mrl_pg.psycopg import exact_search, explain, search
-from mrl_pg.synthetic import make_corpus, make_queries
-from mrl_pg.tune import TuneOptions, tune
-from mrl_pg.tuning import DEFAULT_TUNING, load_tuning
+from mrl_pg.index.adopt import adopt_table, release_table
+from mrl_pg.index.tune import TuneOptions, tune
+from mrl_pg.psycopg._search import exact_search, explain, search
+from mrl_pg.schema.adoption import adopt_ddl
+from mrl_pg.schema.catalog import describe_table, table_config
+from mrl_pg.schema.install import install
+from mrl_pg.schema.tables import render
+from mrl_pg.statement.filters import compile_where, where_sql
+from mrl_pg.statement.plans import uses_index
+from mrl_pg.statement.tuning import DEFAULT_TUNING, load_tuning
 from tests.planinfo import index_scans
 
 ROWS, DIM, PREFIX, AUTHORS = 10_000, 256, 64, 100
@@ -62,7 +62,7 @@ def articles_dsn(database_dsn: str) -> Iterator[str]:
                 copy.write_row([f"title {i}", i % AUTHORS,
                                 None if i % 10 == 0 else date(2024, 1, 1 + i % 28), vector])
         conn.execute("ANALYZE articles")
-        config = TableConfig.from_table(conn, "articles", embedding="embedding",
+        config = table_config(conn, "articles", embedding="embedding",
                                         prefix_dim=PREFIX)
         adopt_table(conn, config)
     yield dsn
@@ -74,13 +74,13 @@ def articles_dsn(database_dsn: str) -> Iterator[str]:
 def articles(articles_dsn: str) -> Iterator[tuple[psycopg.Connection[Any], TableConfig]]:
     with psycopg.connect(articles_dsn, autocommit=True) as conn:
         configure_connection(conn)
-        yield conn, TableConfig.from_table(conn, "articles")
+        yield conn, table_config(conn, "articles")
 
 
 QUERIES = make_queries(20, DIM, seed=11)
 
 
-def test_from_table_reads_key_columns_and_the_adopted_prefix_from_the_catalog(articles):
+def test_table_config_reads_key_columns_and_the_adopted_prefix_from_the_catalog(articles):
     conn, config = articles
     assert config.adopted and config.prefix_column is None
     assert (config.full_dim, config.prefix_dim, config.embedding_type) == (DIM, PREFIX, "vector")
@@ -97,25 +97,25 @@ def test_from_table_reads_key_columns_and_the_adopted_prefix_from_the_catalog(ar
     ({"key": ("author_id",)}, "is not a primary key or unique constraint"),
     ({"columns": ("title", "ghost")}, "no returned column 'ghost'"),
 ])
-def test_from_table_names_a_missing_column_or_a_wrong_type(articles, kwargs, message):
+def test_table_config_names_a_missing_column_or_a_wrong_type(articles, kwargs, message):
     conn, _ = articles
     with pytest.raises(InvalidConfigError, match=re.escape(message)):
-        TableConfig.from_table(conn, "articles", **{"embedding": "embedding", **kwargs})
+        table_config(conn, "articles", **{"embedding": "embedding", **kwargs})
 
 
-def test_from_table_refuses_a_missing_table_and_a_vector_without_dimension(conn):
+def test_table_config_refuses_a_missing_table_and_a_vector_without_dimension(conn):
     with pytest.raises(InvalidConfigError, match="does not exist"):
-        TableConfig.from_table(conn, "no_such_table")
+        table_config(conn, "no_such_table")
     conn.execute("CREATE TABLE loose (id int PRIMARY KEY, embedding vector)")
     with pytest.raises(InvalidConfigError, match="has no dimension"):
-        TableConfig.from_table(conn, "loose")
+        table_config(conn, "loose")
     conn.execute("CREATE TABLE keyless (title text, embedding vector(8))")
     with pytest.raises(InvalidConfigError, match="no primary key"):
-        TableConfig.from_table(conn, "keyless", prefix_dim=4)
+        table_config(conn, "keyless", prefix_dim=4)
     conn.execute("CREATE TABLE clash (id int PRIMARY KEY, distance real, embedding vector(8))")
     with pytest.raises(InvalidConfigError, match="named 'distance'"):
-        TableConfig.from_table(conn, "clash", prefix_dim=4)
-    assert TableConfig.from_table(conn, "clash", prefix_dim=4, columns=["id"]).returned_columns \
+        table_config(conn, "clash", prefix_dim=4)
+    assert table_config(conn, "clash", prefix_dim=4, columns=["id"]).returned_columns \
         == ("id",)
 
 
@@ -156,7 +156,7 @@ def test_the_candidate_order_walks_the_prefix_index_in_both_layouts(conn, layout
             copy.set_types(["int8", "vector"])
             for i, vector in enumerate(vectors):
                 copy.write_row([i, vector])
-        config = TableConfig.from_table(conn, "docs", prefix_dim=PREFIX)
+        config = table_config(conn, "docs", prefix_dim=PREFIX)
         adopt_table(conn, config)
     conn.execute("ANALYZE docs")
     plan = explain(conn, config, vectors[5], k=10, as_json=True)
@@ -298,7 +298,7 @@ def test_keys_of_any_type_and_composite_keys_join_back(conn, key_type):
         sql.SQL(", ").join(sql.Placeholder() for _ in columns))
     with conn.cursor() as cur:
         cur.executemany(insert, [(*k, v) for k, v in zip(keys, vectors, strict=True)])
-    config = TableConfig.from_table(conn, "notes", prefix_dim=16)
+    config = table_config(conn, "notes", prefix_dim=16)
     adopt_table(conn, config)
     [best] = search(conn, config, vectors[123], k=1)
     assert tuple(best.row[c] for c in config.key) == tuple(
@@ -314,7 +314,7 @@ def test_a_halfvec_embedding_column_is_searched_with_a_halfvec_query(conn):
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO halves VALUES (%s, %s::vector::halfvec)",
                         list(enumerate(vectors)))
-    config = TableConfig.from_table(conn, "halves", prefix_dim=16)
+    config = table_config(conn, "halves", prefix_dim=16)
     assert config.embedding_type == "halfvec"
     adopt_table(conn, config)
     conn.execute("ANALYZE halves")
@@ -330,7 +330,7 @@ def test_adopting_twice_keeps_the_index_and_release_leaves_every_row(conn):
     conn.execute("CREATE TABLE kept (id int PRIMARY KEY, embedding vector(32))")
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO kept VALUES (%s, %s)", list(enumerate(vectors)))
-    config = TableConfig.from_table(conn, "kept", prefix_dim=8)
+    config = table_config(conn, "kept", prefix_dim=8)
     first, second = adopt_table(conn, config), adopt_table(conn, config)
     assert first.index is not None and first.index.rows == 300
     assert second.index is None and "already there" in second.lines()[0]
@@ -342,7 +342,7 @@ def test_adopting_twice_keeps_the_index_and_release_leaves_every_row(conn):
 
 
 def test_a_description_for_mrl_pgs_own_layout_refuses_custom_columns():
-    with pytest.raises(InvalidConfigError, match="from_table"):
+    with pytest.raises(InvalidConfigError, match="table_config"):
         TableConfig("docs", embedding_column="vec")
     with pytest.raises(InvalidConfigError, match="expression index"):
         _ = replace(TableConfig("docs"), prefix_column=None, adopted=True,
@@ -356,7 +356,7 @@ def test_tune_measures_an_adopted_table_with_a_column_filter_and_search_uses_it(
         cur.executemany("INSERT INTO tuned VALUES (%s, %s, %s)",
                         [(f"r{i}", i % 10, v) for i, v in enumerate(vectors)])
     conn.execute("ANALYZE tuned")
-    config = TableConfig.from_table(conn, "tuned", prefix_dim=16)
+    config = table_config(conn, "tuned", prefix_dim=16)
     adopt_table(conn, config)
     with pytest.raises(InvalidSearchError, match="no filterable column 'ghost'"):
         tune(conn, config, TuneOptions(queries=5, where={"ghost": 1}))

@@ -28,14 +28,14 @@ from sqlalchemy.pool import NullPool
 
 from mrl_pg import TableConfig
 from mrl_pg import alembic as mrl_alembic
-from mrl_pg.catalog import describe_table
+from mrl_pg.bench.synthetic import make_corpus
 from mrl_pg.db import configure_connection
 from mrl_pg.errors import InvalidConfigError
-from mrl_pg.index import index_status
+from mrl_pg.index.build import index_status
 from mrl_pg.migrate import include_name, include_object
-from mrl_pg.plans import uses_index
-from mrl_pg.psycopg import explain, search
-from mrl_pg.synthetic import make_corpus
+from mrl_pg.psycopg._search import explain, search
+from mrl_pg.schema.catalog import describe_table, table_config
+from mrl_pg.statement.plans import uses_index
 from tests.adopt_alembic_project import (
     DIM,
     INDEX,
@@ -162,6 +162,7 @@ class _Load:
                 thread.join(timeout=30)
 
 
+@pytest.mark.slow  # a live 20,000-row table through Alembic, 40 s
 def test_a_migration_adopts_a_live_table_while_a_writer_inserts_and_a_reader_searches(
     conn, schema_dsn, tmp_path
 ):
@@ -170,7 +171,7 @@ def test_a_migration_adopts_a_live_table_while_a_writer_inserts_and_a_reader_sea
     create_articles(conn, seeded)
     project = make_project(tmp_path, schema_dsn, revision_by_name())
     # Searching needs no index: before it is valid the planner scans the table.
-    described = TableConfig.from_table(conn, TABLE, embedding="embedding", prefix_dim=PREFIX)
+    described = table_config(conn, TABLE, embedding="embedding", prefix_dim=PREFIX)
     load = _Load(schema_dsn, described, fresh, corpus.embeddings[::997])
 
     with load.running():
@@ -233,7 +234,7 @@ def test_a_migration_whose_build_failed_is_not_recorded_and_succeeds_when_run_ag
     conn, schema_dsn, tmp_path
 ):
     create_articles(conn, make_corpus(2_000, DIM, seed=3).embeddings)
-    config = TableConfig.from_table(conn, TABLE, embedding="embedding", prefix_dim=PREFIX)
+    config = table_config(conn, TABLE, embedding="embedding", prefix_dim=PREFIX)
     options = conninfo_to_dict(schema_dsn)["options"]
     impatient = make_conninfo(schema_dsn, options=f"{options} -c lock_timeout=200ms")
     # The build waits for a writer's open transaction, gives up, and leaves its index behind.
@@ -277,7 +278,7 @@ def test_offline_sql_builds_the_index_concurrently_between_commit_and_begin(
     conn, schema_dsn, tmp_path
 ):
     create_articles(conn, make_corpus(1_000, DIM, seed=5).embeddings)
-    config = TableConfig.from_table(conn, TABLE, embedding="embedding", prefix_dim=PREFIX)
+    config = table_config(conn, TABLE, embedding="embedding", prefix_dim=PREFIX)
     project = make_project(tmp_path, None, revision_with_config(config))
 
     command.upgrade(project, "head", sql=True)

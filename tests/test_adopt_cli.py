@@ -16,11 +16,11 @@ import pytest
 from click.testing import CliRunner, Result
 from psycopg import sql
 
-from mrl_pg.catalog import describe_table
+from mrl_pg.bench.synthetic import make_corpus, make_queries
 from mrl_pg.cli._app import cli
-from mrl_pg.psycopg import exact_search
-from mrl_pg.synthetic import make_corpus, make_queries
-from mrl_pg.tuning import DEFAULT_TUNING, load_tuning
+from mrl_pg.psycopg._search import exact_search
+from mrl_pg.schema.catalog import describe_table
+from mrl_pg.statement.tuning import DEFAULT_TUNING, load_tuning
 from tests.fix_openai import TEST_API_KEY, FakeOpenAIServer, fake_embedding
 
 DIM = 256

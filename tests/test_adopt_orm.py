@@ -34,15 +34,16 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from mrl_pg import TableConfig, install
-from mrl_pg.adopt import adopt_table
+from mrl_pg.bench.synthetic import make_corpus, make_queries
 from mrl_pg.db import configure_connection, create_async_engine, create_engine
-from mrl_pg.ddl.tables import render
 from mrl_pg.errors import InvalidConfigError, InvalidSearchError
+from mrl_pg.index.adopt import adopt_table
 from mrl_pg.migrate import include_name
-from mrl_pg.plans import uses_index
-from mrl_pg.psycopg import exact_search as psycopg_exact_search
-from mrl_pg.psycopg import search as psycopg_search
-from mrl_pg.sqlalchemy import (
+from mrl_pg.psycopg._search import exact_search as psycopg_exact_search
+from mrl_pg.psycopg._search import search as psycopg_search
+from mrl_pg.schema.catalog import table_config
+from mrl_pg.schema.tables import render
+from mrl_pg.sqlalchemy._search import (
     MrlMixin,
     exact_search,
     exact_search_async,
@@ -52,8 +53,8 @@ from mrl_pg.sqlalchemy import (
     search_async,
     search_select,
 )
-from mrl_pg.stages import PREFIX_HNSW
-from mrl_pg.synthetic import make_corpus, make_queries
+from mrl_pg.statement.plans import uses_index
+from mrl_pg.statement.stages import PREFIX_HNSW
 from tests.catalog import describe_table
 
 ROWS, DIM, PREFIX, AUTHORS = 5000, 384, 128, 100  # the product default's 1536/512 ratio
@@ -119,7 +120,7 @@ def articles_dsn(database_dsn: str) -> Iterator[str]:
               iter([[f"title {i}", f"body {i}", i % AUTHORS, v] for i, v in enumerate(vectors)]))
         conn.execute("ANALYZE authors")
         conn.execute("ANALYZE articles")
-        adopt_table(conn, TableConfig.from_table(conn, "articles", embedding="embedding",
+        adopt_table(conn, table_config(conn, "articles", embedding="embedding",
                                                  prefix_dim=PREFIX))
     yield dsn
     with psycopg.connect(database_dsn, autocommit=True) as admin:
@@ -131,7 +132,7 @@ def articles(articles_dsn: str) -> Iterator[tuple[Engine, psycopg.Connection[Any
     engine = create_engine(articles_dsn)
     with psycopg.connect(articles_dsn, autocommit=True) as conn:
         configure_connection(conn)
-        yield engine, conn, TableConfig.from_table(conn, "articles")
+        yield engine, conn, table_config(conn, "articles")
     engine.dispose()
 
 
@@ -291,7 +292,7 @@ def _fill_and_adopt(conn: psycopg.Connection[Any], table: str, columns: str, typ
                     rows: Iterator[list[Any]]) -> None:
     _copy(conn, f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)", types, rows)
     conn.execute(f"ANALYZE {table}")
-    adopt_table(conn, TableConfig.from_table(conn, table, embedding="embedding",
+    adopt_table(conn, table_config(conn, table, embedding="embedding",
                                              prefix_dim=PREFIX))
 
 
@@ -308,7 +309,7 @@ def test_a_halfvec_embedding_column_is_searched_through_its_own_index(conn, sche
     vectors = make_corpus(3000, DIM, seed=21).embeddings
     _fill_and_adopt(conn, "notes", "id, embedding", ["int4", "halfvec"],
                     iter([[i, HalfVector(v)] for i, v in enumerate(vectors)]))
-    config = TableConfig.from_table(conn, "notes")
+    config = table_config(conn, "notes")
     assert config.embedding_type == "halfvec"
     engine = create_engine(schema_dsn)
     recalls = []
@@ -347,7 +348,7 @@ def test_a_composite_primary_key_joins_the_best_rows_back_on_every_key_column(co
     vectors = make_corpus(3000, DIM, seed=21).embeddings
     _fill_and_adopt(conn, "pages", "site, number, embedding", ["text", "int4", "vector"],
                     iter([[f"site{i % 3}", i // 3, v] for i, v in enumerate(vectors)]))
-    config = TableConfig.from_table(conn, "pages")
+    config = table_config(conn, "pages")
     assert config.key == ("site", "number")
     engine = create_engine(schema_dsn)
     recalls = []
@@ -386,7 +387,7 @@ def test_an_embedding_column_whose_name_needs_quoting_is_searched_by_its_index(
     _copy(conn, 'COPY odd (id, "Emb :v %x") FROM STDIN (FORMAT BINARY)', ["int4", "vector"],
           iter([[i, v] for i, v in enumerate(vectors)]))
     conn.execute("ANALYZE odd")
-    adopt_table(conn, TableConfig.from_table(conn, "odd", embedding="Emb :v %x",
+    adopt_table(conn, table_config(conn, "odd", embedding="Emb :v %x",
                                              prefix_dim=PREFIX))
     engine = create_engine(schema_dsn)
     try:

@@ -34,10 +34,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 import mrl_pg
 import mrl_pg.sqlalchemy
 from mrl_pg import TableConfig
-from mrl_pg.adopt import adopt_table
 from mrl_pg.cli._app import cli
 from mrl_pg.db import configure_connection, create_engine
 from mrl_pg.errors import MrlPgError
+from mrl_pg.index.adopt import adopt_table
+from mrl_pg.schema.catalog import table_config
 
 DIM, PREFIX, ROWS = 16, 4, 40
 GOOD = [0.25] * DIM
@@ -88,7 +89,7 @@ def adopted_schema(database_dsn: str) -> Iterator[tuple[str, str]]:
         conn.execute(f"CREATE TABLE fresh (id int PRIMARY KEY, title text, extra jsonb, "
                      f"embedding vector({DIM}))")
         conn.execute("ANALYZE articles")
-        adopt_table(conn, TableConfig.from_table(conn, "articles", embedding="embedding",
+        adopt_table(conn, table_config(conn, "articles", embedding="embedding",
                                                  prefix_dim=PREFIX))
     yield schema, dsn
     with psycopg.connect(database_dsn, autocommit=True) as admin:
@@ -100,7 +101,7 @@ def db(adopted_schema: tuple[str, str]) -> Iterator[Adopted]:
     schema, dsn = adopted_schema
     with psycopg.connect(dsn, autocommit=True) as conn:
         configure_connection(conn)
-        yield Adopted(conn, schema, dsn, TableConfig.from_table(conn, "articles"))
+        yield Adopted(conn, schema, dsn, table_config(conn, "articles"))
 
 
 def _checksum(conn, schema: str) -> tuple[Any, ...]:

@@ -14,6 +14,8 @@ from psycopg import sql
 from mrl_pg import bench
 from mrl_pg.cli._app import cli
 
+pytestmark = pytest.mark.slow  # load and build benchmarks
+
 
 def test_bench_reports_load_ratio_and_index_build_times(fresh_database):
     result = CliRunner().invoke(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from mrl_pg import TableConfig
-from mrl_pg.ddl.install import create_ddl
-from mrl_pg.ddl.tables import render
 from mrl_pg.errors import InvalidConfigError, InvalidIdentifierError, MrlPgError
+from mrl_pg.schema.install import create_ddl
+from mrl_pg.schema.tables import render
 
 
 @pytest.mark.parametrize(

@@ -27,10 +27,13 @@ from psycopg import sql
 
 import mrl_pg
 from mrl_pg import TableConfig, connect, install
-from mrl_pg.adopt import adopt_table
-from mrl_pg.index import build_hnsw_index, drop_hnsw_index, index_status
-from mrl_pg.plans import uses_index
+from mrl_pg.index.adopt import adopt_table
+from mrl_pg.index.build import build_hnsw_index, drop_hnsw_index, index_status
+from mrl_pg.schema.catalog import table_config
 from mrl_pg.server import EmbeddedServer
+from mrl_pg.statement.plans import uses_index
+
+pytestmark = pytest.mark.slow  # servers and clients killed mid-write, each restart takes seconds
 
 DIM, PREFIX, ROWS, BATCH = 32, 8, 12_000, 1000
 CONFIG = TableConfig("crash", full_dim=DIM, prefix_dim=PREFIX)
@@ -222,7 +225,7 @@ def _articles(dsn: str, rows: int) -> TableConfig:
             for i, vector in enumerate(vectors):
                 copy.write_row([f"a{i}", i % 100, f"title {i}", vector])
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(ARTICLES)))
-        return TableConfig.from_table(conn, ARTICLES, embedding="embedding", prefix_dim=PREFIX)
+        return table_config(conn, ARTICLES, embedding="embedding", prefix_dim=PREFIX)
 
 
 def _article_rows(dsn: str) -> dict[str, tuple[object, ...]]:

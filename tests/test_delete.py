@@ -12,7 +12,7 @@ import mrl_pg
 from mrl_pg import TableConfig, delete_rows, install
 from mrl_pg.cli._app import cli
 from mrl_pg.errors import InvalidSearchError
-from mrl_pg.ingest import ingest_arrays
+from mrl_pg.ingest.load import ingest_arrays
 from tests.fix_corpus import copy_rows
 
 DIM = 32

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 
 import psycopg
+import pytest
 from click.testing import CliRunner
 from psycopg import sql
 
 from mrl_pg.cli._app import cli
-from mrl_pg.demo_text import TEXT_DEMO_TABLE
+from mrl_pg.demo.text import TEXT_DEMO_TABLE
+
+pytestmark = pytest.mark.slow  # the demo end to end (CI also runs it from the wheel)
 
 
 def test_demo_prints_exact_and_adaptive_side_by_side(fresh_database):

@@ -14,7 +14,7 @@ from psycopg import sql
 from mrl_pg import TableConfig, install
 from mrl_pg.cli._app import cli
 from mrl_pg.errors import DatabaseError, InvalidConfigError
-from mrl_pg.index import (
+from mrl_pg.index.build import (
     PHASE_DONE,
     IndexProgress,
     _current_setting,

@@ -12,18 +12,20 @@ import pytest
 from psycopg import sql
 
 from mrl_pg import TableConfig, explain, install
+from mrl_pg.bench.synthetic import make_corpus, make_queries
 from mrl_pg.db import configure_connection
 from mrl_pg.errors import DatabaseError
-from mrl_pg.index import (
+from mrl_pg.index.build import (
     IndexProgress,
     _rebuild_index_name,
     build_hnsw_index,
     drop_hnsw_index,
     index_status,
 )
-from mrl_pg.synthetic import make_corpus, make_queries
 from tests.fix_corpus import copy_rows
 from tests.planinfo import nodes
+
+pytestmark = pytest.mark.slow  # concurrent rebuilds under load, and crashes between their steps
 
 ROWS = 10_000
 DIM = 1536

@@ -19,7 +19,6 @@ from psycopg import sql
 
 from mrl_pg.cli._app import cli
 from mrl_pg.config import TableConfig
-from mrl_pg.ddl.install import install
 from mrl_pg.errors import (
     DatabaseError,
     EmbeddingError,
@@ -27,8 +26,9 @@ from mrl_pg.errors import (
     InvalidConfigError,
     InvalidVectorError,
 )
-from mrl_pg.ingest import ingest_arrays, ingest_file, ingest_records
-from mrl_pg.readers import count_records, read_records
+from mrl_pg.ingest.load import ingest_arrays, ingest_file, ingest_records
+from mrl_pg.ingest.readers import count_records, read_records
+from mrl_pg.schema.install import install
 
 DIM = 64
 PREFIX = 16

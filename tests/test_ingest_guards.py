@@ -10,9 +10,9 @@ import psycopg
 import pytest
 
 from mrl_pg.config import TableConfig
-from mrl_pg.ddl.install import install
 from mrl_pg.errors import EmbeddingError, IngestError, InvalidVectorError
-from mrl_pg.ingest import ingest_arrays, ingest_records
+from mrl_pg.ingest.load import ingest_arrays, ingest_records
+from mrl_pg.schema.install import install
 from tests.test_ingest import DIM, PREFIX, record, state
 
 

@@ -16,12 +16,12 @@ import numpy as np
 import psycopg
 import pytest
 
-import mrl_pg._ingest_batches
+import mrl_pg.ingest.batches
 from mrl_pg.config import TableConfig
-from mrl_pg.ddl.install import install
 from mrl_pg.embeddings import EmbeddingClient
 from mrl_pg.errors import EmbeddingError
-from mrl_pg.ingest import ingest_file, ingest_records
+from mrl_pg.ingest.load import ingest_file, ingest_records
+from mrl_pg.schema.install import install
 from tests.fix_openai import FakeOpenAIServer, RecordedRequest, fake_embedding
 from tests.test_ingest import state, write_jsonl
 
@@ -164,7 +164,7 @@ def spools(monkeypatch: pytest.MonkeyPatch) -> list[tempfile.SpooledTemporaryFil
         return made[-1]
 
     monkeypatch.setattr(tempfile, "SpooledTemporaryFile", spy)
-    monkeypatch.setattr(mrl_pg._ingest_batches, "_SPOOL_MEMORY_BYTES", 1)
+    monkeypatch.setattr(mrl_pg.ingest.batches, "_SPOOL_MEMORY_BYTES", 1)
     return made
 
 

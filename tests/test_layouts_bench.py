@@ -1,7 +1,7 @@
 """The layouts benchmark, small: 2,000 rows x 256 dims, prefix 64, 20 queries.
 
 Both layouts are built from the same vectors in the test's schema by the benchmark's
-own functions (``benchmarks/layouts.py``; the 100,000-row run is ``docs/layouts-100k.txt``).
+own functions (``mrl_pg/bench/layouts.py``; the 100,000-row run is ``docs/layouts-100k.txt``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from psycopg import sql
 
-from benchmarks.layouts import (
+from mrl_pg.bench.layouts import (
     COLUMN,
     EXPRESSION,
     build_layouts,
@@ -21,8 +21,10 @@ from benchmarks.layouts import (
     report_lines,
     search_rows,
 )
-from mrl_pg.search_bench import PlanGuardError
-from mrl_pg.synthetic import make_corpus, make_queries
+from mrl_pg.bench.search import PlanGuardError
+from mrl_pg.bench.synthetic import make_corpus, make_queries
+
+pytestmark = pytest.mark.slow  # the layouts study end to end
 
 ROWS, DIM, PREFIX, QUERIES = 2_000, 256, 64, 20
 

@@ -25,7 +25,7 @@ from mrl_pg.cli._app import cli
 from mrl_pg.config import DEFAULT_TABLE
 from mrl_pg.errors import DatabaseError, PgvectorVersionError
 from mrl_pg.migrate import VERSION_TABLE, alembic_config, current, downgrade, upgrade
-from mrl_pg.tuning import TUNING_TABLE
+from mrl_pg.statement.tuning import TUNING_TABLE
 from tests.catalog import describe_function, describe_table
 
 REPO = Path(__file__).resolve().parent.parent

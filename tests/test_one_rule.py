@@ -9,8 +9,9 @@ import pytest
 from psycopg import sql
 
 from mrl_pg import TableConfig, install
-from mrl_pg.query import MAX_SCAN_TUPLES_RULE, SearchParams, scan_settings
-from mrl_pg.tuning import DEFAULT_TUNING, SearchTuning, TuningRecord, ef_search_sql, save_tuning
+from mrl_pg.index.saved_tuning import TuningRecord, save_tuning
+from mrl_pg.statement.query import MAX_SCAN_TUPLES_RULE, SearchParams, scan_settings
+from mrl_pg.statement.tuning import DEFAULT_TUNING, SearchTuning, ef_search_sql
 from tests.fix_corpus import copy_rows
 
 # (match_count, oversample): pools from 1 to 100,000, around every bend of the rules.
@@ -81,10 +82,10 @@ def test_the_default_tuning_keeps_ef_search_at_twice_the_pool_within_40_and_1000
 
 def test_an_explicit_ef_search_overrides_the_rule_on_every_front_end():
     from mrl_pg import TableConfig as Config
-    from mrl_pg.ddl.tables import render
     from mrl_pg.errors import InvalidSearchError
-    from mrl_pg.psycopg import adaptive_search_statement
-    from mrl_pg.sqlalchemy import _search_params
+    from mrl_pg.psycopg._search import adaptive_search_statement
+    from mrl_pg.schema.tables import render
+    from mrl_pg.sqlalchemy._search import _search_params
 
     assert dict(scan_settings(SearchParams(k=10, ef_search=77)))["hnsw.ef_search"] == "77"
     assert dict(scan_settings(SearchParams(k=10)))["hnsw.ef_search"] == str(

@@ -3,9 +3,9 @@
 One adopted table of 20,000 rows x 512 dimensions (TOASTed vectors, as at scale): a
 large tenant (70%), a small one (20 rows), a tiny one (5 rows, fewer than k) and 100
 others. Three roles, one per tenant, search as PostgREST would (``SET ROLE``). The
-recommended policy forms (:mod:`mrl_pg.ddl.rls`) are checked one after the other: a
+recommended policy forms (:mod:`mrl_pg.schema.rls`) are checked one after the other: a
 transaction-local setting, and a constant per role. At this size the planner already
-chooses as at 100,000 rows (``benchmarks/rls.py``, ``docs/rls-100k.txt``), with its own
+chooses as at 100,000 rows (``mrl_pg/bench/rls.py``, ``docs/rls-100k.txt``), with its own
 statistics after ANALYZE and no planner setting changed; the degrading forms below
 show that the plan tests can fail.
 """
@@ -22,7 +22,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from benchmarks.rls import (
+from mrl_pg import TableConfig
+from mrl_pg import psycopg as mrl_psycopg
+from mrl_pg.bench.rls import (
     LARGE,
     PATTERNS,
     SMALL,
@@ -39,12 +41,10 @@ from benchmarks.rls import (
     sql_function,
     tenant_column,
 )
-from mrl_pg import TableConfig
-from mrl_pg import psycopg as mrl_psycopg
+from mrl_pg.bench.synthetic import make_queries
 from mrl_pg.db import configure_connection
-from mrl_pg.ddl.rls import role_policy_ddl, set_tenant, tenant_index_ddl, tenant_policy_ddl
 from mrl_pg.errors import InvalidConfigError
-from mrl_pg.synthetic import make_queries
+from mrl_pg.schema.rls import role_policy_ddl, set_tenant, tenant_index_ddl, tenant_policy_ddl
 
 ROWS, DIM, PREFIX = 20_000, 512, 128
 SIZES = {LARGE: 14_000, SMALL: 20, TINY: 5}
@@ -242,7 +242,7 @@ def test_no_role_sees_another_tenants_row_through_the_orm(rls_table, recommended
     from sqlalchemy import text
     from sqlalchemy.orm import Session
 
-    from benchmarks.rls import orm_engine, orm_model
+    from mrl_pg.bench.rls import orm_engine, orm_model
 
     model = orm_model(rls_table.config)
     assert model is not None
@@ -275,7 +275,7 @@ def test_one_orm_session_switching_tenants_keeps_each_tenants_plan(rls_table):
     from sqlalchemy import text
     from sqlalchemy.orm import Session
 
-    from benchmarks.rls import orm_engine, orm_model
+    from mrl_pg.bench.rls import orm_engine, orm_model
 
     _apply(rls_table, RECOMMENDED["setting"])
     model = orm_model(rls_table.config)

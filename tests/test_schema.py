@@ -10,9 +10,9 @@ import pytest
 from psycopg import sql
 
 from mrl_pg import TableConfig, create_ddl, install
-from mrl_pg.ddl.search_function import SEARCH_FUNCTION_ARGS
-from mrl_pg.ddl.tables import check_constraints, render
 from mrl_pg.errors import DatabaseError, InvalidVectorError
+from mrl_pg.schema.search_function import SEARCH_FUNCTION_ARGS
+from mrl_pg.schema.tables import check_constraints, render
 from mrl_pg.vectors import as_embedding, truncate_and_normalize
 from tests.catalog import describe_table
 

@@ -12,13 +12,13 @@ import pytest
 from psycopg import sql
 
 from mrl_pg import TableConfig, exact_search, explain, install, search
+from mrl_pg.bench.synthetic import make_corpus, make_queries
 from mrl_pg.db import configure_connection
-from mrl_pg.ddl.tables import hnsw_index_ddl
 from mrl_pg.errors import DimensionMismatchError, InvalidSearchError, InvalidVectorError
-from mrl_pg.index import drop_hnsw_index
-from mrl_pg.psycopg import adaptive_search_statement
-from mrl_pg.query import adaptive_search_sql, ef_search_for, exact_search_sql
-from mrl_pg.synthetic import make_corpus, make_queries
+from mrl_pg.index.build import drop_hnsw_index
+from mrl_pg.psycopg._search import adaptive_search_statement
+from mrl_pg.statement.prefix import hnsw_index_ddl
+from mrl_pg.statement.query import adaptive_search_sql, ef_search_for, exact_search_sql
 from tests.fix_corpus import copy_rows
 from tests.planinfo import candidate_limit, index_scans, nodes
 

@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from mrl_pg import TableConfig, install
-from mrl_pg._search_bench_methods import (
+from mrl_pg.bench.methods import (
     ADAPTIVE,
     EXACT,
     FAMILIES,
@@ -34,21 +34,16 @@ from mrl_pg._search_bench_methods import (
     run_method,
     tuned_method,
 )
-from mrl_pg._search_bench_plot import pareto_frontier, plot_search
-from mrl_pg._search_bench_report import (
+from mrl_pg.bench.plot import pareto_frontier, plot_search
+from mrl_pg.bench.report import (
     DataInfo,
     Environment,
     IndexInfo,
     MethodResult,
     SearchBenchReport,
 )
-from mrl_pg._search_bench_run import TrueNeighbours, measure
-from mrl_pg.cli._app import cli
-from mrl_pg.db import connect
-from mrl_pg.errors import InvalidConfigError, InvalidVectorError
-from mrl_pg.index import build_hnsw_index
-from mrl_pg.ingest import ingest_arrays
-from mrl_pg.search_bench import (
+from mrl_pg.bench.run import TrueNeighbours, measure
+from mrl_pg.bench.search import (
     SearchBenchOptions,
     file_data,
     run_search_bench,
@@ -56,8 +51,15 @@ from mrl_pg.search_bench import (
     synthetic_data,
     to_json,
 )
-from mrl_pg.stages import BinaryPrefixHnsw
-from mrl_pg.tuning import SearchTuning
+from mrl_pg.cli._app import cli
+from mrl_pg.db import connect
+from mrl_pg.errors import InvalidConfigError, InvalidVectorError
+from mrl_pg.index.build import build_hnsw_index
+from mrl_pg.ingest.load import ingest_arrays
+from mrl_pg.statement.stages import BinaryPrefixHnsw
+from mrl_pg.statement.tuning import SearchTuning
+
+pytestmark = pytest.mark.slow  # the benchmark command end to end
 
 ROWS, DIM, PREFIX, QUERIES, ROUNDS = 3000, 256, 64, 30, 2
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -363,7 +365,7 @@ def test_cli_refuses_vectors_without_queries(tmp_path):
 
 
 def test_supabase_statement_is_the_published_recipe_on_our_prefix_column():
-    from mrl_pg._search_bench_methods import _statement
+    from mrl_pg.bench.methods import _statement
 
     table = BenchTable(TableConfig("docs", full_dim=3072, prefix_dim=512), full_halfvec=True)
     method = next(m for m in default_methods(table) if m.family == SUPABASE)
@@ -399,7 +401,7 @@ def test_another_first_stage_is_measured_beside_the_default_without_a_new_statem
 
 
 def test_the_single_pass_index_is_built_as_a_user_builds_it_and_the_prefix_as_mrl_pg_does():
-    from mrl_pg.ddl.tables import hnsw_index_ddl
+    from mrl_pg.statement.prefix import hnsw_index_ddl
 
     config = TableConfig("docs", full_dim=1536, prefix_dim=512)
     full = " ".join(BenchTable(config, full_halfvec=False).full_index_ddl().as_string(None).split())

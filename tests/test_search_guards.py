@@ -6,8 +6,8 @@ import numpy as np
 
 import mrl_pg
 from mrl_pg import TableConfig, install
-from mrl_pg.query import MAX_SCAN_TUPLES_RULE, ef_search_for
-from mrl_pg.tuning import DEFAULT_TUNING
+from mrl_pg.statement.query import MAX_SCAN_TUPLES_RULE, ef_search_for
+from mrl_pg.statement.tuning import DEFAULT_TUNING
 from tests.fix_corpus import copy_rows
 
 

@@ -20,10 +20,10 @@ import mrl_pg.sqlalchemy
 from mrl_pg import exact_search, exact_search_async, explain, search, search_async
 from mrl_pg.db import configure_connection, configure_connection_async, create_engine
 from mrl_pg.errors import DatabaseError
-from mrl_pg.query import EXACT_SETTINGS, SearchParams, scan_settings
-from mrl_pg.sqlalchemy import exact_search as orm_exact_search
-from mrl_pg.sqlalchemy import mrl_mixin
-from mrl_pg.sqlalchemy import search as orm_search
+from mrl_pg.sqlalchemy._search import exact_search as orm_exact_search
+from mrl_pg.sqlalchemy._search import mrl_mixin
+from mrl_pg.sqlalchemy._search import search as orm_search
+from mrl_pg.statement.query import EXACT_SETTINGS, SearchParams, scan_settings
 from tests.planinfo import index_scans, nodes
 
 NAMES = sorted({name for name, _ in scan_settings(SearchParams()) + EXACT_SETTINGS})
@@ -192,9 +192,9 @@ def test_an_orm_search_failing_in_the_driver_leaves_the_transaction_with_its_set
 def test_an_autocommit_orm_search_whose_settings_fail_leaves_no_transaction_open(
     corpus, orm_model, monkeypatch
 ):
-    import mrl_pg._sqlalchemy_target
+    import mrl_pg.sqlalchemy._target
 
-    monkeypatch.setattr(mrl_pg._sqlalchemy_target, "scan_settings",
+    monkeypatch.setattr(mrl_pg.sqlalchemy._target, "scan_settings",
                         lambda params: [("hnsw.ef_search", "not a number")])
     engine = create_engine(corpus.dsn, execution_options={"isolation_level": "AUTOCOMMIT"})
     try:

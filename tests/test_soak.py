@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.soak import DIM, LAYOUTS, PREFIX, run_soak
 from mrl_pg import TableConfig
+from mrl_pg.bench.soak import DIM, LAYOUTS, PREFIX, run_soak
+
+pytestmark = pytest.mark.slow  # ten seconds of writers and readers per layout
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))

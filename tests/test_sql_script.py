@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 
-from mrl_pg.ddl.install import install_script
+from mrl_pg.schema.install import install_script
 from tests.catalog import describe_table
 
 SCRIPT = Path(__file__).resolve().parent.parent / "sql" / "install.sql"

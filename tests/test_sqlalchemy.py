@@ -31,7 +31,6 @@ from mrl_pg import TableConfig, install, truncate_and_normalize
 from mrl_pg import exact_search as psycopg_exact_search
 from mrl_pg import search as psycopg_search
 from mrl_pg.db import create_async_engine, create_engine
-from mrl_pg.ddl.tables import hnsw_index_ddl, prefix_expression, render
 from mrl_pg.errors import (
     DimensionMismatchError,
     InvalidConfigError,
@@ -39,7 +38,8 @@ from mrl_pg.errors import (
     InvalidVectorError,
 )
 from mrl_pg.migrate import VERSION_TABLE, include_name, upgrade
-from mrl_pg.sqlalchemy import (
+from mrl_pg.schema.tables import render
+from mrl_pg.sqlalchemy._search import (
     MrlMixin,
     exact_search,
     exact_search_async,
@@ -50,7 +50,8 @@ from mrl_pg.sqlalchemy import (
     search_select,
     table_args,
 )
-from mrl_pg.tuning import TUNING_TABLE
+from mrl_pg.statement.prefix import hnsw_index_ddl, prefix_expression
+from mrl_pg.statement.tuning import TUNING_TABLE
 from tests.catalog import describe_table
 from tests.fix_corpus import copy_rows
 from tests.planinfo import candidate_limit, index_scans

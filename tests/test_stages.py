@@ -7,12 +7,12 @@ import numpy as np
 from psycopg import sql
 
 from mrl_pg import TableConfig, install
-from mrl_pg.ddl.tables import render
-from mrl_pg.plans import uses_index
-from mrl_pg.psycopg import adaptive_search_statement, explain_statement, run_statement
-from mrl_pg.query import adaptive_search_sql
-from mrl_pg.stages import PREFIX_HNSW, BinaryPrefixHnsw
-from mrl_pg.synthetic import make_corpus, make_queries
+from mrl_pg.bench.synthetic import make_corpus, make_queries
+from mrl_pg.psycopg._search import adaptive_search_statement, explain_statement, run_statement
+from mrl_pg.schema.tables import render
+from mrl_pg.statement.plans import uses_index
+from mrl_pg.statement.query import adaptive_search_sql
+from mrl_pg.statement.stages import PREFIX_HNSW, BinaryPrefixHnsw
 from tests.fix_corpus import copy_rows
 
 

@@ -13,13 +13,13 @@ import pytest
 from click.testing import CliRunner, Result
 from psycopg import sql
 
-from mrl_pg.catalog import describe_table
 from mrl_pg.cli._app import cli
 from mrl_pg.config import TableConfig
-from mrl_pg.ddl.install import install
 from mrl_pg.errors import IngestError, InvalidConfigError
-from mrl_pg.ingest import ingest_arrays, ingest_records
-from mrl_pg.psycopg import exact_search, search
+from mrl_pg.ingest.load import ingest_arrays, ingest_records
+from mrl_pg.psycopg._search import exact_search, search
+from mrl_pg.schema.catalog import describe_table
+from mrl_pg.schema.install import install
 from tests.test_adopt_cli import DIM as ADOPTED_DIM
 from tests.test_adopt_cli import PREFIX as ADOPTED_PREFIX
 from tests.test_adopt_cli import one_line_error, query_file, write_jsonl

@@ -15,9 +15,9 @@ from mrl_pg import TableConfig, install, search
 from mrl_pg.cli._app import cli
 from mrl_pg.db import create_engine
 from mrl_pg.errors import EmbeddingError
-from mrl_pg.ingest import ingest_file
-from mrl_pg.sqlalchemy import MrlMixin
-from mrl_pg.sqlalchemy import search as orm_search
+from mrl_pg.ingest.load import ingest_file
+from mrl_pg.sqlalchemy._search import MrlMixin
+from mrl_pg.sqlalchemy._search import search as orm_search
 
 
 def test_orm_psycopg_and_sql_function_return_identical_ids(corpus, corpus_conn):

@@ -15,7 +15,7 @@ import mrl_pg
 from mrl_pg import TableConfig, install
 from mrl_pg.cli._app import cli
 from mrl_pg.errors import DatabaseError, LockTimeoutError
-from mrl_pg.ingest import ingest_arrays
+from mrl_pg.ingest.load import ingest_arrays
 from tests.fix_corpus import copy_rows
 
 DIM = 16
@@ -87,7 +87,7 @@ def test_the_cli_ingest_gives_up_after_lock_timeout(conn, table, schema, schema_
 def test_an_index_build_under_lock_timeout_names_what_it_waited_for(
     conn, table, schema_dsn, concurrently
 ):
-    from mrl_pg.index import build_hnsw_index, index_status
+    from mrl_pg.index.build import build_hnsw_index, index_status
 
     with psycopg.connect(schema_dsn) as holder:
         if concurrently:  # a transaction holding an old snapshot holds up a concurrent build

@@ -17,21 +17,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import mrl_pg
 from mrl_pg import TableConfig, install
-from mrl_pg.adopt import adopt_table
-from mrl_pg.catalog import describe_table
+from mrl_pg.bench.synthetic import make_corpus, make_queries
 from mrl_pg.cli._app import cli
 from mrl_pg.db import create_async_engine, create_engine
 from mrl_pg.errors import InvalidSearchError
-from mrl_pg.synthetic import make_corpus, make_queries
-from mrl_pg.tune import TuneOptions, tune
-from mrl_pg.tuning import (
-    DEFAULT_TUNING,
-    SearchTuning,
-    TuningRecord,
-    clear_tuning,
-    load_tuning,
-    save_tuning,
-)
+from mrl_pg.index.adopt import adopt_table
+from mrl_pg.index.saved_tuning import TuningRecord, clear_tuning, save_tuning
+from mrl_pg.index.tune import TuneOptions, tune
+from mrl_pg.schema.catalog import describe_table, table_config
+from mrl_pg.statement.tuning import DEFAULT_TUNING, SearchTuning, load_tuning
 from tests.fix_corpus import copy_rows
 from tests.test_sqlalchemy import make_model
 
@@ -198,7 +192,7 @@ def test_a_setting_whose_plan_leaves_the_index_is_never_saved_even_when_alone(co
 
 
 def test_a_sampled_row_counts_neither_in_its_truth_nor_in_its_results():
-    from mrl_pg.tune import _recall
+    from mrl_pg.index.tune import _recall
 
     assert _recall([7, 1, 2], [7, 1, 3], own=7) == 0.5  # 1 of its 2 other neighbours
     assert _recall([1, 2, 3], [1, 2, 4], own=None) == pytest.approx(2 / 3)
@@ -206,7 +200,7 @@ def test_a_sampled_row_counts_neither_in_its_truth_nor_in_its_results():
 
 
 def test_dropping_a_table_forgets_its_tuning(conn, table):
-    from mrl_pg.ddl.install import drop_ddl
+    from mrl_pg.schema.install import drop_ddl
 
     save_tuning(conn, table, TuningRecord(TUNED))
     for statement in drop_ddl(table):
@@ -280,7 +274,7 @@ def test_bad_tune_options_are_refused_before_anything_runs(options, message):
 
 
 def test_without_the_prefix_index_tune_says_so_and_saves_nothing(conn, table, schema_dsn, schema):
-    from mrl_pg.index import drop_hnsw_index
+    from mrl_pg.index.build import drop_hnsw_index
 
     drop_hnsw_index(conn, table)
     result = CliRunner().invoke(cli, [
@@ -315,7 +309,7 @@ def test_a_saved_setting_on_an_adopted_table_is_what_every_way_in_searches_with(
         for i, vector in enumerate(corpus.embeddings):
             copy.write_row((i + 1, i % 7, vector))
     conn.execute("ANALYZE shelf")
-    adopt_table(conn, TableConfig.from_table(conn, "shelf", embedding="embedding",
+    adopt_table(conn, table_config(conn, "shelf", embedding="embedding",
                                              prefix_dim=PREFIX))
     config = describe_table(conn, "shelf", schema=schema)
     assert config.adopted and config.prefix_column is None  # the expression-index layout

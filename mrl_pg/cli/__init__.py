@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import _adopt, _bench, _db, _delete, _demo, _index, _ingest, _search, _server, _tune
-from ._app import cli
+from mrl_pg.cli import _adopt, _bench, _db, _delete, _demo, _index, _ingest, _search, _server, _tune
+from mrl_pg.cli._app import cli
 
 for _module in (_server, _db, _adopt, _ingest, _delete, _index, _search, _tune, _demo, _bench):
     for _command in _module.COMMANDS:

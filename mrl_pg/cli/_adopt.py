@@ -8,18 +8,18 @@ from typing import Any
 import click
 import psycopg
 
-from ..adopt import adopt_table, release_table
-from ..catalog import describe_table
-from ..config import (
+from mrl_pg.cli._app import dsn_option
+from mrl_pg.cli._progress import IndexProgressBar
+from mrl_pg.config import (
     DEFAULT_HNSW_EF_CONSTRUCTION,
     DEFAULT_HNSW_M,
     TableConfig,
     validate_identifier,
 )
-from ..db import connect
-from ..errors import InvalidConfigError
-from ._app import dsn_option
-from ._progress import IndexProgressBar
+from mrl_pg.db import connect
+from mrl_pg.errors import InvalidConfigError
+from mrl_pg.index.adopt import adopt_table, release_table
+from mrl_pg.schema.catalog import describe_table, table_config
 
 
 def _columns(text: str | None, option: str) -> tuple[str, ...] | None:
@@ -90,7 +90,7 @@ def adopt(table: str, embedding: str | None, prefix_dim: int | None, schema: str
                        f"{config.search_function_name} dropped, index {config.hnsw_index_name} "
                        + ("dropped" if dropped else "was not there") + "; rows untouched")
             return
-        config = TableConfig.from_table(
+        config = table_config(
             conn, table, embedding=embedding, prefix_dim=prefix_dim, schema=schema,
             key=_columns(key, "--key"), columns=_columns(columns, "--columns"),
             metadata=metadata, tenant=tenant, hnsw_m=hnsw_m,

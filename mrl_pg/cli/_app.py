@@ -14,8 +14,8 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from ..catalog import describe_table
-from ..config import (
+from mrl_pg import __version__
+from mrl_pg.config import (
     DEFAULT_FULL_DIM,
     DEFAULT_PREFIX_DIM,
     DEFAULT_TABLE,
@@ -23,8 +23,9 @@ from ..config import (
     TableConfig,
     validate_identifier,
 )
-from ..errors import InvalidConfigError, MrlPgError
-from ..server import resolve_dsn
+from mrl_pg.errors import InvalidConfigError, MrlPgError
+from mrl_pg.schema.catalog import describe_table
+from mrl_pg.server import resolve_dsn
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,7 +42,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="mrl_pg")
+@click.version_option(version=__version__, prog_name="mrl-pg")
 def cli() -> None:
     """Matryoshka adaptive retrieval on PostgreSQL + pgvector.
 

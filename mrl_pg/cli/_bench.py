@@ -8,11 +8,8 @@ from typing import Any
 
 import click
 
-from ..bench import bench_index, bench_load
-from ..config import PGVECTOR_DEFAULT_EF_CONSTRUCTION
-from ..db import connect
-from ..migrate import upgrade
-from ..search_bench import (
+from mrl_pg.bench.load import bench_index, bench_load
+from mrl_pg.bench.search import (
     BenchData,
     RowsSweepReport,
     SearchBenchOptions,
@@ -25,8 +22,11 @@ from ..search_bench import (
     synthetic_data,
     to_json,
 )
-from ._app import dsn_option
-from ._progress import progress_bar
+from mrl_pg.cli._app import dsn_option
+from mrl_pg.cli._progress import progress_bar
+from mrl_pg.config import PGVECTOR_DEFAULT_EF_CONSTRUCTION
+from mrl_pg.db import connect
+from mrl_pg.migrate import upgrade
 
 
 def _counts(text: str, option: str) -> tuple[int, ...]:
@@ -83,7 +83,7 @@ def _write(out: Path, report: SearchBenchReport | RowsSweepReport, markdown: str
     (out / "bench.json").write_text(to_json(report) + "\n")
     (out / "bench.md").write_text(markdown)
     try:
-        from .._search_bench_plot import plot_search, plot_sweep
+        from mrl_pg.bench.plot import plot_search, plot_sweep
 
         if isinstance(report, SearchBenchReport):
             plot_search(report, out / "bench.png")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .. import migrate as migrations
-from ..ddl.install import install_script
-from ._app import TableChoice, dsn_option, table_options
+from mrl_pg import migrate as migrations
+from mrl_pg.cli._app import TableChoice, dsn_option, table_options
+from mrl_pg.schema.install import install_script
 
 
 @click.command()

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from ..db import connect
-from ..delete import delete_rows
-from ..errors import InvalidConfigError
-from ._app import TableChoice, dsn_option, table_options
-from ._search import _parse_filter
+from mrl_pg.cli._app import TableChoice, dsn_option, table_options
+from mrl_pg.cli._search import _parse_filter
+from mrl_pg.db import connect
+from mrl_pg.errors import InvalidConfigError
+from mrl_pg.ingest.delete import delete_rows
 
 
 @click.command(name="delete")

@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from ..db import connect
-from ..demo import DemoOptions, DemoReport, run_demo
-from ..migrate import upgrade
-from ._app import dsn_option
-from ._progress import progress_bar
+from mrl_pg.cli._app import dsn_option
+from mrl_pg.cli._progress import progress_bar
+from mrl_pg.db import connect
+from mrl_pg.demo.vectors import DemoOptions, DemoReport, run_demo
+from mrl_pg.migrate import upgrade
 
 
 def _mb(n: int) -> str:
@@ -89,7 +89,7 @@ def demo(dsn: str, rows: int, queries: int, full_dim: int, prefix_dim: int, k: i
     Runs on the embedded server unless --dsn / MRL_PG_DSN / DATABASE_URL names one.
     """
     if text:
-        from ._demo_text import run_text_demo
+        from mrl_pg.cli._demo_text import run_text_demo
 
         run_text_demo(dsn, model=model, dimensions=dimensions, k=min(k, 3))
         return

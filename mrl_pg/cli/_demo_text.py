@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ..db import connect
-from ..demo_text import run_text_demo as run
-from ..embeddings import DEFAULT_DIMENSIONS, DEFAULT_MODEL, EmbeddingClient
-from ..migrate import upgrade
+from mrl_pg.db import connect
+from mrl_pg.demo.text import run_text_demo as run
+from mrl_pg.embeddings import DEFAULT_DIMENSIONS, DEFAULT_MODEL, EmbeddingClient
+from mrl_pg.migrate import upgrade
 
 
 def run_text_demo(dsn: str, *, model: str | None, dimensions: int | None, k: int) -> None:

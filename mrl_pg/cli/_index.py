@@ -9,16 +9,16 @@ from typing import Any
 import click
 import psycopg
 
-from ..config import DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M
-from ..db import connect
-from ..errors import DatabaseError, InvalidConfigError
-from ..index import (
+from mrl_pg.cli._app import TableChoice, dsn_option, table_options
+from mrl_pg.cli._progress import IndexProgressBar
+from mrl_pg.config import DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M
+from mrl_pg.db import connect
+from mrl_pg.errors import DatabaseError, InvalidConfigError
+from mrl_pg.index.build import (
     build_hnsw_index,
     drop_hnsw_index,
     index_status,
 )
-from ._app import TableChoice, dsn_option, table_options
-from ._progress import IndexProgressBar
 
 
 @click.group()

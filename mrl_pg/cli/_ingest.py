@@ -14,14 +14,14 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
-from ..config import DEFAULT_TABLE, TableConfig
-from ..db import connect
-from ..ddl.install import install
-from ..errors import InvalidConfigError, MrlPgError
-from ..ingest import IngestReport, ingest_file
-from ..readers import count_records, detect_format
-from ._app import TableChoice, dsn_option, table_options
-from ._progress import IndexProgressBar, progress_bar
+from mrl_pg.cli._app import TableChoice, dsn_option, table_options
+from mrl_pg.cli._progress import IndexProgressBar, progress_bar
+from mrl_pg.config import DEFAULT_TABLE, TableConfig
+from mrl_pg.db import connect
+from mrl_pg.errors import InvalidConfigError, MrlPgError
+from mrl_pg.ingest.load import IngestReport, ingest_file
+from mrl_pg.ingest.readers import count_records, detect_format
+from mrl_pg.schema.install import install
 
 # Counting records before loading gives the progress bar an ETA; above this
 # size the extra pass over a text file costs more than the ETA is worth.
@@ -180,7 +180,7 @@ def _load_deferring_index(
     embedder: _LazyEmbedder,
     options: _Options,
 ) -> None:
-    from ..index import drop_hnsw_index
+    from mrl_pg.index.build import drop_hnsw_index
 
     dropped = drop_hnsw_index(conn, config)
     try:
@@ -195,7 +195,7 @@ def _load_deferring_index(
 
 
 def _build_index(conn: psycopg.Connection[Any], config: TableConfig) -> None:
-    from ..index import build_hnsw_index
+    from mrl_pg.index.build import build_hnsw_index
 
     bar = IndexProgressBar() if sys.stderr.isatty() else None
     try:
@@ -220,7 +220,7 @@ class _LazyEmbedder:
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         if self._client is None:
-            from ..embeddings import EmbeddingClient
+            from mrl_pg.embeddings import EmbeddingClient
 
             if self._model is None:
                 self._client = EmbeddingClient(dimensions=self.dimensions)

@@ -7,7 +7,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..index import PHASE_DONE, IndexProgress
+from mrl_pg.index.build import PHASE_DONE, IndexProgress
 
 
 def progress_bar(total: int | None, description: str, unit: str = "rows") -> Any:

@@ -11,12 +11,12 @@ from typing import Any
 
 import click
 
-from ..config import TableConfig
-from ..db import connect
-from ..errors import InvalidSearchError
-from ..psycopg import SearchResult, exact_search, search
-from ..vectors import load_npy
-from ._app import TableChoice, dsn_option, table_options
+from mrl_pg.cli._app import TableChoice, dsn_option, table_options
+from mrl_pg.config import TableConfig
+from mrl_pg.db import connect
+from mrl_pg.errors import InvalidSearchError
+from mrl_pg.psycopg._search import SearchResult, exact_search, search
+from mrl_pg.vectors import load_npy
 
 _TEXT_TYPES = {"text", "varchar", "bpchar", "citext", "name"}
 
@@ -145,7 +145,7 @@ def search_command(text: str | None, vector_file: Path | None, k: int, oversampl
     with connect(dsn, autocommit=True) as conn:
         config = table.existing(conn)
         if query is None:
-            from ..embeddings import DEFAULT_MODEL, EmbeddingClient
+            from mrl_pg.embeddings import DEFAULT_MODEL, EmbeddingClient
 
             with EmbeddingClient(model=model or DEFAULT_MODEL,
                                  dimensions=config.full_dim) as client:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..server import EmbeddedServer
+from mrl_pg.server import EmbeddedServer
 
 
 @click.group()

@@ -8,13 +8,14 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..db import connect
-from ..errors import MrlPgError
-from ..tune import TuneOptions, TuneReport, tune
-from ..tuning import clear_tuning, load_tuning
-from ._app import TableChoice, dsn_option, table_options
-from ._bench import _counts, _Progress
-from ._search import _load_vector, _parse_filter, _parse_where
+from mrl_pg.cli._app import TableChoice, dsn_option, table_options
+from mrl_pg.cli._bench import _counts, _Progress
+from mrl_pg.cli._search import _load_vector, _parse_filter, _parse_where
+from mrl_pg.db import connect
+from mrl_pg.errors import MrlPgError
+from mrl_pg.index.saved_tuning import clear_tuning
+from mrl_pg.index.tune import TuneOptions, TuneReport, tune
+from mrl_pg.statement.tuning import load_tuning
 
 
 class NothingMeetsTargetError(MrlPgError):

@@ -1,0 +1,456 @@
+"""Adaptive and exact search over a psycopg connection (sync and async).
+
+Each search runs in its own transaction, or in a savepoint inside the
+caller's, pipelined: BEGIN (or SAVEPOINT), the transaction-local HNSW
+settings and the statement leave together. No setting outlives the search:
+its own transaction takes them away when it commits; inside the caller's
+transaction the values read before the search are put back before the
+savepoint is released (``set_config(..., true)`` survives ``RELEASE
+SAVEPOINT``). Nothing is rolled back on success, since psycopg forgets its
+prepared statements on every rollback. Statements are never prepared, so a
+cached generic plan can never replace the per-call plan.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.pq import TransactionStatus
+
+from mrl_pg.config import TableConfig
+from mrl_pg.errors import DatabaseError, one_line
+from mrl_pg.statement.filters import ColumnFilter, Shape, compile_where, where_sql
+from mrl_pg.statement.query import (
+    EXACT_SETTINGS,
+    RESTORE_SETTINGS_SQL,
+    SearchParams,
+    adaptive_search_sql,
+    exact_search_sql,
+    scan_settings,
+    search_parameters,
+    settings_sql,
+)
+from mrl_pg.statement.stages import PREFIX_HNSW, FirstStage
+from mrl_pg.statement.tuning import DEFAULT_TUNING, SearchTuning, load_tuning, load_tuning_async
+from mrl_pg.vectors import FloatArray, as_embedding
+
+__all__ = [
+    "SearchResult",
+    "SearchStatement",
+    "adaptive_search_statement",
+    "exact_search_statement",
+    "search",
+    "exact_search",
+    "explain",
+    "explain_statement",
+    "run_statement",
+    "search_async",
+    "exact_search_async",
+]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One row of a search: the table's returned columns and the full-dimension cosine
+    ``distance`` (0 = same direction).
+
+    Columns read as attributes or items: ``r.id``, ``r.title``, ``r["title"]``;
+    ``r.row`` is the dict of them all, in the table's order.
+    """
+
+    row: dict[str, Any]
+    distance: float
+
+    def __getattr__(self, name: str) -> Any:
+        row = self.__dict__.get("row")
+        if row is None or name not in row:
+            raise AttributeError(f"search result has no column {name!r}")
+        return row[name]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.row[name]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The columns and ``distance`` as one dict (what ``mrl-pg search --json`` prints)."""
+        return {**self.row, "distance": self.distance}
+
+
+@dataclass(frozen=True)
+class SearchStatement:
+    """A search as psycopg objects: ``settings``, then ``statement`` with ``params``.
+
+    ``settings`` returns the old values of ``setting_names`` and sets the new
+    ones for the transaction: run both in a transaction of their own, or put
+    the old values back with :data:`mrl_pg.statement.query.RESTORE_SETTINGS_SQL`
+    afterwards (:func:`search` does all this).
+    """
+
+    settings: sql.Composed
+    statement: sql.Composed
+    params: dict[str, Any]
+    setting_names: tuple[str, ...] = ()
+
+
+def _query_vector(config: TableConfig, query: Any) -> FloatArray:
+    return as_embedding(
+        query, config.full_dim, prefix_dim=config.prefix_dim, what="query embedding"
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _adaptive_statement(
+    config: TableConfig, filtered: bool, shape: Shape, stage: FirstStage
+) -> sql.Composed:
+    # Values are placeholders, so the text depends on the table, filters and stage only.
+    return adaptive_search_sql(
+        config,
+        query=sql.Placeholder("query"),
+        pool=sql.Placeholder("pool"),
+        k=sql.Placeholder("k"),
+        filter=sql.Placeholder("filter") if filtered else None,
+        where=where_sql(config, shape),
+        stage=stage,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _settings_statement(settings: tuple[tuple[str, str], ...]) -> sql.Composed:
+    return settings_sql(list(settings))
+
+
+def adaptive_search_statement(
+    config: TableConfig,
+    query: Any,
+    *,
+    k: int = 10,
+    oversample: int | None = None,
+    filter: Mapping[str, Any] | None = None,
+    where: Mapping[str, Any] | ColumnFilter | None = None,
+    tenant: Any = None,
+    max_scan_tuples: int | None = None,
+    ef_search: int | None = None,
+    tuning: SearchTuning = DEFAULT_TUNING,
+    stage: FirstStage = PREFIX_HNSW,
+) -> SearchStatement:
+    """The adaptive search for one full-dimension ``query`` as psycopg ``Composed`` + parameters.
+
+    ``oversample`` and ``ef_search`` left unset come from ``tuning`` (what
+    :func:`search` reads from the table's ``mrl_pg_tuning`` row). ``stage``
+    finds the candidates (:mod:`mrl_pg.statement.stages`; its index must exist).
+
+    >>> s = adaptive_search_statement(TableConfig(), [1.0] * 1536, k=5)
+    >>> s.params["pool"], s.params["k"]
+    (40, 5)
+    """
+    params = SearchParams(k=k, oversample=tuning.oversample if oversample is None else oversample,
+                          filter=filter, max_scan_tuples=max_scan_tuples, ef_search=ef_search,
+                          tuning=tuning)
+    columns = _column_filter(config, where, tenant)
+    values = search_parameters(params) | columns.params | {"query": _query_vector(config, query)}
+    statement = _adaptive_statement(config, params.has_filter, columns.shape, stage)
+    settings = scan_settings(params)
+    return SearchStatement(settings=_settings_statement(tuple(settings)), statement=statement,
+                           params=values,
+                           setting_names=tuple(name for name, _ in settings))
+
+
+def _column_filter(
+    config: TableConfig, where: Mapping[str, Any] | ColumnFilter | None, tenant: Any
+) -> ColumnFilter:
+    if isinstance(where, ColumnFilter):
+        if tenant is not None:
+            return compile_where(config, None, tenant=tenant).merge(where)
+        return where
+    return compile_where(config, where, tenant=tenant)
+
+
+def exact_search_statement(
+    config: TableConfig,
+    query: Any,
+    *,
+    k: int = 10,
+    filter: Mapping[str, Any] | None = None,
+    where: Mapping[str, Any] | ColumnFilter | None = None,
+    tenant: Any = None,
+) -> SearchStatement:
+    """Exact full-dimension search: index scans off for the transaction, every row compared."""
+    params = SearchParams(k=k, oversample=1, filter=filter)
+    columns = _column_filter(config, where, tenant)
+    values = {
+        "query": _query_vector(config, query),
+        "k": params.k,
+        "filter": params.filter_json,
+    } | columns.params
+    statement = exact_search_sql(
+        config,
+        query=sql.Placeholder("query"),
+        k=sql.Placeholder("k"),
+        filter=sql.Placeholder("filter") if params.has_filter else None,
+        where=where_sql(config, columns.shape),
+    )
+    return SearchStatement(settings=settings_sql(EXACT_SETTINGS), statement=statement,
+                           params=values, setting_names=tuple(n for n, _ in EXACT_SETTINGS))
+
+
+def _rows_to_results(config: TableConfig, rows: list[tuple[Any, ...]]) -> list[SearchResult]:
+    names = config.returned_columns
+    return [SearchResult(dict(zip(names, r[:-1], strict=True)), float(r[-1])) for r in rows]
+
+
+def _restore_params(search: SearchStatement, old: tuple[Any, ...] | None) -> dict[str, Any]:
+    if old is None:
+        raise DatabaseError("search failed: the settings statement returned no row")
+    return {"names": list(search.setting_names), "old": list(old[: len(search.setting_names)])}
+
+
+def _inside_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    status = conn.info.transaction_status
+    if status == TransactionStatus.INERROR:
+        raise DatabaseError(
+            "search failed: the connection is in a failed transaction; roll it back first"
+        )
+    return status != TransactionStatus.IDLE
+
+
+# A search whose settings depend on the table's tuning, read in the search's own transaction.
+Deferred = Callable[[SearchTuning], SearchStatement]
+
+
+@dataclass(frozen=True)
+class _Tuned:
+    config: TableConfig
+    make: Deferred
+
+
+def _run(
+    conn: psycopg.Connection[Any], search: SearchStatement | _Tuned
+) -> list[tuple[Any, ...]]:
+    inside = _inside_transaction(conn)
+    try:
+        with conn.pipeline(), conn.transaction(), conn.cursor() as settings, conn.cursor() as cur:
+            if isinstance(search, _Tuned):
+                search = search.make(load_tuning(conn, search.config))
+            settings.execute(search.settings, prepare=False)
+            cur.execute(search.statement, search.params, prepare=False)
+            rows = cur.fetchall()
+            if inside:
+                restore = _restore_params(search, settings.fetchone())
+                settings.execute(RESTORE_SETTINGS_SQL, restore, prepare=False)
+    except psycopg.Error as exc:
+        raise DatabaseError(f"search failed: {one_line(exc)}") from exc
+    return rows
+
+
+async def _run_async(
+    conn: psycopg.AsyncConnection[Any], search: SearchStatement | _Tuned
+) -> list[tuple[Any, ...]]:
+    inside = _inside_transaction(conn)
+    try:
+        async with conn.pipeline(), conn.transaction(), conn.cursor() as settings, \
+                conn.cursor() as cur:
+            if isinstance(search, _Tuned):
+                search = search.make(await load_tuning_async(conn, search.config))
+            await settings.execute(search.settings, prepare=False)
+            await cur.execute(search.statement, search.params, prepare=False)
+            rows = await cur.fetchall()
+            if inside:
+                restore = _restore_params(search, await settings.fetchone())
+                await settings.execute(RESTORE_SETTINGS_SQL, restore, prepare=False)
+    except psycopg.Error as exc:
+        raise DatabaseError(f"search failed: {one_line(exc)}") from exc
+    return rows
+
+
+def _adaptive(
+    config: TableConfig,
+    query: Any,
+    *,
+    k: int,
+    oversample: int | None,
+    filter: Mapping[str, Any] | None,
+    where: Mapping[str, Any] | None,
+    tenant: Any,
+    max_scan_tuples: int | None,
+    ef_search: int | None,
+) -> SearchStatement | _Tuned:
+    # Built once now, so bad arguments fail before any statement is sent.
+    columns = compile_where(config, where, tenant=tenant)
+    statement = adaptive_search_statement(
+        config, query, k=k, oversample=oversample, filter=filter, where=columns,
+        max_scan_tuples=max_scan_tuples, ef_search=ef_search,
+    )
+    if oversample is not None and ef_search is not None:
+        return statement
+    vector = statement.params["query"]
+    return _Tuned(config, lambda tuning: adaptive_search_statement(
+        config, vector, k=k, oversample=oversample, filter=filter, where=columns,
+        max_scan_tuples=max_scan_tuples, ef_search=ef_search, tuning=tuning,
+    ))
+
+
+def search(
+    conn: psycopg.Connection[Any],
+    config: TableConfig,
+    query: Any,
+    *,
+    k: int = 10,
+    oversample: int | None = None,
+    filter: Mapping[str, Any] | None = None,
+    where: Mapping[str, Any] | None = None,
+    tenant: Any = None,
+    max_scan_tuples: int | None = None,
+    ef_search: int | None = None,
+) -> list[SearchResult]:
+    """Adaptive search: ``k * oversample`` candidates by prefix (HNSW), re-ranked by full cosine.
+
+    ``oversample`` and ``ef_search`` default to what ``mrl-pg tune`` stored for
+    the table (:mod:`mrl_pg.statement.tuning`), else 8x and twice the pool; reading them
+    costs one extra round trip, which passing both skips. ``where`` filters
+    the table's own columns (:mod:`mrl_pg.statement.filters`: equality, IN, ranges,
+    NULL checks), ``filter`` the metadata column by containment, ``tenant``
+    the tenant column; all three apply inside the candidate scan, so ``k``
+    matching rows come back whenever that many exist.
+
+    >>> search(conn, TableConfig(), embedding, k=10, filter={"lang": "en"})  # doctest: +SKIP
+    >>> search(conn, articles, embedding, where={"author_id": [5, 7]})  # doctest: +SKIP
+    """
+    return _rows_to_results(config, _run(conn, _adaptive(
+        config, query, k=k, oversample=oversample, filter=filter, where=where, tenant=tenant,
+        max_scan_tuples=max_scan_tuples, ef_search=ef_search,
+    )))
+
+
+def exact_search(
+    conn: psycopg.Connection[Any],
+    config: TableConfig,
+    query: Any,
+    *,
+    k: int = 10,
+    filter: Mapping[str, Any] | None = None,
+    where: Mapping[str, Any] | None = None,
+    tenant: Any = None,
+) -> list[SearchResult]:
+    """Exact search on the full vectors (sequential scan): ground truth, or for small tables."""
+    statement = exact_search_statement(config, query, k=k, filter=filter, where=where,
+                                       tenant=tenant)
+    return _rows_to_results(config, _run(conn, statement))
+
+
+async def search_async(
+    conn: psycopg.AsyncConnection[Any],
+    config: TableConfig,
+    query: Any,
+    *,
+    k: int = 10,
+    oversample: int | None = None,
+    filter: Mapping[str, Any] | None = None,
+    where: Mapping[str, Any] | None = None,
+    tenant: Any = None,
+    max_scan_tuples: int | None = None,
+    ef_search: int | None = None,
+) -> list[SearchResult]:
+    """Async twin of :func:`search`."""
+    return _rows_to_results(config, await _run_async(conn, _adaptive(
+        config, query, k=k, oversample=oversample, filter=filter, where=where, tenant=tenant,
+        max_scan_tuples=max_scan_tuples, ef_search=ef_search,
+    )))
+
+
+async def exact_search_async(
+    conn: psycopg.AsyncConnection[Any],
+    config: TableConfig,
+    query: Any,
+    *,
+    k: int = 10,
+    filter: Mapping[str, Any] | None = None,
+    where: Mapping[str, Any] | None = None,
+    tenant: Any = None,
+) -> list[SearchResult]:
+    """Async twin of :func:`exact_search`."""
+    statement = exact_search_statement(config, query, k=k, filter=filter, where=where,
+                                       tenant=tenant)
+    return _rows_to_results(config, await _run_async(conn, statement))
+
+
+def explain(
+    conn: psycopg.Connection[Any],
+    config: TableConfig,
+    query: Any,
+    *,
+    k: int = 10,
+    oversample: int | None = None,
+    filter: Mapping[str, Any] | None = None,
+    where: Mapping[str, Any] | None = None,
+    tenant: Any = None,
+    max_scan_tuples: int | None = None,
+    ef_search: int | None = None,
+    exact: bool = False,
+    analyze: bool = False,
+    as_json: bool = False,
+) -> Any:
+    """The plan PostgreSQL uses for this search, under the same settings the search runs with.
+
+    Text by default, with each vector literal shortened to ``'[1536 dims]'``
+    so the plan stays readable; ``as_json=True`` returns the parsed
+    ``FORMAT JSON`` plan, unshortened. ``analyze=True`` runs the statement and
+    reports actual row counts and shared buffers.
+    """
+    stmt: SearchStatement | _Tuned
+    if exact:
+        stmt = exact_search_statement(config, query, k=k, filter=filter, where=where,
+                                      tenant=tenant)
+    else:
+        stmt = _adaptive(config, query, k=k, oversample=oversample, filter=filter, where=where,
+                         tenant=tenant, max_scan_tuples=max_scan_tuples, ef_search=ef_search)
+    return explain_statement(conn, stmt, analyze=analyze, as_json=as_json)
+
+
+def run_statement(conn: psycopg.Connection[Any], search: SearchStatement) -> list[tuple[Any, ...]]:
+    """Run a :class:`SearchStatement` as :func:`search` does: its settings end with it."""
+    return _run(conn, search)
+
+
+def explain_statement(
+    conn: psycopg.Connection[Any], search: SearchStatement | _Tuned, *, analyze: bool = False,
+    as_json: bool = False,
+) -> Any:
+    """``EXPLAIN`` a :class:`SearchStatement` under its own settings (see :func:`explain`)."""
+    options = sql.SQL(", ").join(
+        sql.SQL(o)
+        for o in (["ANALYZE", "BUFFERS"] if analyze else [])
+        + (["FORMAT JSON"] if as_json else ["FORMAT TEXT"])
+    )
+
+    def explained(statement: SearchStatement) -> SearchStatement:
+        return replace(statement,
+                       statement=sql.SQL("EXPLAIN ({}) {}").format(options, statement.statement))
+
+    if isinstance(search, _Tuned):
+        make = search.make
+        rows = _run(conn, _Tuned(search.config, lambda tuning: explained(make(tuning))))
+    else:
+        rows = _run(conn, explained(search))
+    if as_json:
+        plan = rows[0][0]
+        return json.loads(plan) if isinstance(plan, str) else plan
+    return _shorten_vectors("\n".join(r[0] for r in rows))
+
+
+_VECTOR_LITERAL = re.compile(r"'\[([^\]']*)\]'")
+
+
+def _shorten_vectors(plan: str) -> str:
+    def short(match: re.Match[str]) -> str:
+        dims = match.group(1).count(",") + 1
+        return match.group(0) if dims <= 8 else f"'[{dims} dims]'"
+
+    return _VECTOR_LITERAL.sub(short, plan)
+
+

@@ -1,0 +1,367 @@
+"""What an ORM search runs against, and the statements it builds.
+
+A target is an :class:`~mrl_pg.sqlalchemy.MrlMixin` model, or a ``VECTOR(n)``/
+``HALFVEC(n)`` column of any mapped class (``Article.embedding``). For a column
+the prefix dimension is what the table's adoption recorded on its prefix index
+(read from the catalog once per connection), so the candidate ``ORDER BY`` is
+exactly the indexed expression: the core's own (:data:`mrl_pg.statement.stages.PREFIX_HNSW`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar, cast
+
+import psycopg
+from pgvector.sqlalchemy import HALFVEC, VECTOR
+from psycopg import sql
+from sqlalchemy import (
+    BindParameter,
+    Column,
+    ColumnElement,
+    ColumnExpressionArgument,
+    Float,
+    Select,
+    TextClause,
+    and_,
+    bindparam,
+    select,
+    text,
+    type_coerce,
+)
+from sqlalchemy import cast as sa_cast
+from sqlalchemy.engine import Connection, Result
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import ColumnProperty, QueryableAttribute
+
+from mrl_pg.config import TableConfig
+from mrl_pg.errors import InvalidConfigError, InvalidSearchError
+from mrl_pg.schema.catalog import describe_table
+from mrl_pg.schema.tables import render
+from mrl_pg.sqlalchemy._settings import _with_settings
+from mrl_pg.statement.prefix import prefix_expression
+from mrl_pg.statement.query import EXACT_SETTINGS, MAX_MATCH_COUNT, SearchParams, scan_settings
+from mrl_pg.statement.stages import PREFIX_HNSW
+from mrl_pg.statement.tuning import DEFAULT_TUNING, SearchTuning
+from mrl_pg.vectors import as_embedding
+
+Where = Iterable[ColumnExpressionArgument[bool]]
+
+# The query is cast exactly as in mrl_pg.statement.query (``q::vector``); its prefix is
+# derived by schema.prefix_expression, the function that derives the stored one.
+_QUERY_SQL = "CAST(:mrl_query AS vector)"
+# Stands for the query while a psycopg statement is rendered, so that every other
+# colon (a quoted column name may hold one) can be escaped for text().
+_QUERY_MARK = "\0mrl_query\0"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The model searched, the columns a candidate carries, and how distances are written.
+
+    ``config`` is None for a column whose prefix dimension is still to be read
+    from the catalog (:func:`with_recorded_prefix`).
+    """
+
+    model: type[Any]
+    key: tuple[ColumnElement[Any], ...]
+    full_dim: int
+    config: TableConfig | None
+    embedding: Column[Any] | None = None  # None for an MrlMixin model
+
+    @property
+    def described(self) -> TableConfig:
+        if self.config is None:
+            raise InvalidConfigError(
+                f"{self.model.__name__}.{self.embedding_name}: the prefix dimension is read from "
+                "the adopted table through a session; search_select() has none, so pass "
+                "prefix_dim= (what the table was adopted with)")
+        return self.config
+
+    @property
+    def embedding_name(self) -> str:
+        return self.embedding.key if self.embedding is not None else "embedding"
+
+    def query(self, vector: Any) -> BindParameter[Any]:
+        prefix_dim = self.config.prefix_dim if self.config is not None else None
+        checked = as_embedding(vector, self.full_dim, prefix_dim=prefix_dim,
+                               what="query embedding")
+        return bindparam("mrl_query", checked, type_=VECTOR(self.full_dim), unique=True)
+
+    def distance(self, query: BindParameter[Any]) -> ColumnElement[float]:
+        """Full-dimension cosine distance of the stored embedding to the query, which is
+        cast to the column's own type (``halfvec(n)`` for a halfvec column)."""
+        full = text(_QUERY_SQL).bindparams(query)
+        if self.embedding is None:
+            mixin: Any = self.model
+            return cast("ColumnElement[float]", mixin.embedding.cosine_distance(full))
+        return cast("ColumnElement[float]",
+                    self.embedding.cosine_distance(sa_cast(full, self.embedding.type)))
+
+    def prefix_order(self, query: BindParameter[Any]) -> ColumnElement[Any]:
+        """The candidate ordering: exactly the indexed expression and its operator."""
+        config = self.described
+        if self.embedding is None:
+            mixin: Any = self.model
+            expression = prefix_expression(sql.SQL(_QUERY_SQL), config.prefix_dim)
+            return cast("ColumnElement[Any]", mixin.embedding_prefix.cosine_distance(
+                text(render(expression)).bindparams(query)))
+        return type_coerce(_text(PREFIX_HNSW.order_by(config, sql.SQL(_QUERY_MARK)), query),
+                           Float)
+
+    def check_froms(self, statement: Select[Any]) -> None:
+        # The prefix ordering names the embedding unqualified (exactly as the index
+        # holds it), and a second table in the candidate scan would multiply its rows.
+        if self.embedding is None:
+            return
+        froms = statement.get_final_froms()
+        if froms != [self.embedding.table]:
+            others = ", ".join(str(f) for f in froms if f is not self.embedding.table)
+            raise InvalidSearchError(
+                f"where= brings another table ({others}) into the search of "
+                f"{self.embedding.table.name}: filter on it through a subquery instead, "
+                "col.in_(select(Other.id).where(...)) or exists().where(...)")
+
+
+def _text(statement: sql.Composable, query: BindParameter[Any]) -> TextClause:
+    rendered = render(statement).replace(":", "\\:").replace(_QUERY_MARK, _QUERY_SQL)
+    return text(rendered).bindparams(query)
+
+
+def model_target(model: Any, prefix_dim: int | None) -> Target:
+    """The target for an MrlMixin model (``model``) or a mapped vector column."""
+    if isinstance(model, QueryableAttribute):
+        return _column_target(model, prefix_dim)
+    config_of = getattr(model, "_mrl_config", None)
+    if not isinstance(model, type) or config_of is None or not hasattr(model, "id"):
+        raise InvalidConfigError(
+            "search needs an MrlMixin model or a mapped vector column such as "
+            f"Article.embedding, got {model!r}")
+    config: TableConfig = config_of()
+    if prefix_dim is not None and prefix_dim != config.prefix_dim:
+        raise InvalidConfigError(
+            f"{model.__name__} has prefix_dim {config.prefix_dim} (its mrl_config), "
+            f"got prefix_dim={prefix_dim!r}")
+    mixin: Any = model
+    return Target(model=model, key=(mixin.id,), full_dim=config.full_dim, config=config)
+
+
+def _column_target(attribute: QueryableAttribute[Any], prefix_dim: int | None) -> Target:
+    parent = attribute.parent
+    name = f"{attribute.class_.__name__}.{attribute.key}"
+    if parent.is_aliased_class:
+        raise InvalidConfigError(f"{name}: search the mapped class's column, not an alias's")
+    prop = attribute.property
+    columns = prop.columns if isinstance(prop, ColumnProperty) else []
+    column = columns[0] if len(columns) == 1 else None
+    if not isinstance(column, Column) or not isinstance(column.type, VECTOR | HALFVEC):
+        what = column.type if column is not None else type(prop).__name__
+        raise InvalidConfigError(
+            f"{name} is {what}, not a pgvector VECTOR(n) or HALFVEC(n) column")
+    dim = column.type.dim
+    if dim is None:
+        raise InvalidConfigError(f"{name} has no dimension: map it as {column.type}(n)")
+    table = column.table
+    key = tuple(table.primary_key.columns)
+    if not key:
+        raise InvalidConfigError(
+            f"{name}: table {table.name} has no primary key to join the best rows back on")
+    target = Target(model=parent.class_, key=key, full_dim=dim, config=None, embedding=column)
+    if prefix_dim is None:
+        return target
+    return replace(target, config=TableConfig(
+        name=table.name, schema=table.schema, full_dim=dim, prefix_dim=prefix_dim,
+        embedding_column=column.name,
+        embedding_type="halfvec" if isinstance(column.type, HALFVEC) else "vector",
+        prefix_column=None, key=tuple(c.name for c in key), metadata_column=None, adopted=True))
+
+
+class _CatalogConnection:
+    """What :func:`mrl_pg.schema.catalog.describe_table` uses of a psycopg connection, over a
+    SQLAlchemy connection: the same catalog read then serves sync and async sessions
+    (``run_sync``), in the session's transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._result: Result[Any] | None = None
+
+    def cursor(self) -> _CatalogConnection:
+        return self
+
+    def __enter__(self) -> _CatalogConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._result = None
+
+    def execute(self, query: str | sql.Composable, params: Any = None,
+                **_: Any) -> _CatalogConnection:
+        statement = query if isinstance(query, str) else render(query)
+        self._result = self._connection.exec_driver_sql(statement, params)
+        return self
+
+    def _executed(self) -> Any:
+        if self._result is None:
+            raise InvalidConfigError("catalog read: fetch before execute")
+        return self._result
+
+    def fetchone(self) -> Any:
+        return self._executed().fetchone()
+
+    def fetchall(self) -> Any:
+        return self._executed().fetchall()
+
+
+# What each connection read of each adopted table: one catalog read per connection.
+_RECORDED: weakref.WeakKeyDictionary[Any, dict[tuple[str | None, str], TableConfig]] = (
+    weakref.WeakKeyDictionary())
+
+
+def with_recorded_prefix(connection: Connection, target: Target) -> Target:
+    """``target`` with the prefix its table's adoption recorded (no-op if already known)."""
+    if target.config is not None or target.embedding is None:
+        return target
+    column = target.embedding
+    table = column.table
+    cache = _RECORDED.setdefault(connection.connection.driver_connection, {})
+    recorded = cache.get((table.schema, table.name))
+    if recorded is None:
+        catalog = cast("psycopg.Connection[Any]", _CatalogConnection(connection))
+        recorded = describe_table(catalog, table.name, schema=table.schema)
+        cache[(table.schema, table.name)] = recorded
+    name = f"{target.model.__name__}.{column.key}"
+    kind = "halfvec" if isinstance(column.type, HALFVEC) else "vector"
+    if recorded.embedding_column != column.name:
+        raise InvalidConfigError(
+            f"{name}: table {table.name} was adopted for its column "
+            f"{recorded.embedding_column!r}, not {column.name!r}; adopt it for this column")
+    if (recorded.full_dim, recorded.embedding_type) != (target.full_dim, kind):
+        raise InvalidConfigError(
+            f"{name} is mapped as {kind}({target.full_dim}) but the table holds "
+            f"{recorded.embedding_type}({recorded.full_dim})")
+    return replace(target, config=TableConfig(
+        name=table.name, schema=recorded.schema or table.schema, full_dim=target.full_dim,
+        prefix_dim=recorded.prefix_dim, embedding_column=column.name, embedding_type=kind,
+        prefix_column=recorded.prefix_column, key=tuple(c.name for c in target.key),
+        metadata_column=None, hnsw_m=recorded.hnsw_m,
+        hnsw_ef_construction=recorded.hnsw_ef_construction, adopted=True))
+
+
+def conditions(where: Where) -> tuple[Any, ...]:
+    """``where`` as a tuple of SQL conditions, or an :class:`InvalidSearchError` naming what
+    is not one (a string or a dict would otherwise be taken apart into its characters or keys).
+    """
+    if isinstance(where, (str, bytes, Mapping)) or not isinstance(where, Iterable):
+        raise InvalidSearchError(
+            "where= takes a list of SQLAlchemy conditions such as [Article.author_id == 5], "
+            f"got a {type(where).__name__}")
+    where = tuple(where)
+    for condition in where:
+        try:
+            and_(condition)
+        except ArgumentError:
+            raise InvalidSearchError(
+                "where= takes SQLAlchemy conditions such as Article.author_id == 5 "
+                f"(text() for raw SQL), got {condition!r}") from None
+    return where
+
+
+def search_params(
+    k: int, oversample: int | None, offset: int, max_scan_tuples: int | None,
+    ef_search: int | None, tuning: SearchTuning = DEFAULT_TUNING,
+) -> SearchParams:
+    if oversample is None:
+        oversample = tuning.oversample
+    SearchParams(k=k, oversample=oversample, max_scan_tuples=max_scan_tuples, ef_search=ef_search,
+                 tuning=tuning)
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidSearchError(f"offset must be a non-negative integer, got {offset!r}")
+    if k + offset > MAX_MATCH_COUNT:
+        raise InvalidSearchError(
+            f"offset + k must be at most {MAX_MATCH_COUNT}, got {offset} + {k}"
+        )
+    # The pool has to hold every row up to the end of the page.
+    return SearchParams(k=k + offset, oversample=oversample, max_scan_tuples=max_scan_tuples,
+                        ef_search=ef_search, tuning=tuning)
+
+
+def adaptive_select(
+    target: Target, query_vector: Any, params: SearchParams, *, k: int, offset: int,
+    where: Where,
+) -> Select[Any]:
+    """See :func:`mrl_pg.sqlalchemy.search_select`."""
+    where = conditions(where)
+    query = target.query(query_vector)
+    names = [c.name for c in target.key]
+    scan = select(*(c.label(n) for c, n in zip(target.key, names, strict=True)),
+                  target.distance(query).label("distance")).where(*where)
+    target.check_froms(scan)
+    candidates = (
+        scan.order_by(target.prefix_order(query))
+        .limit(params.pool)
+        .cte("candidates")
+        .prefix_with("MATERIALIZED")
+    )
+    best = (
+        select(*(candidates.c[n] for n in names), candidates.c.distance)
+        .order_by(candidates.c.distance, *(candidates.c[n] for n in names))
+        .limit(params.k)
+        .cte("best")
+        .prefix_with("MATERIALIZED")
+    )
+    statement = (
+        select(target.model, best.c.distance.label("distance"))
+        .join(best, and_(*(c == best.c[n] for c, n in zip(target.key, names, strict=True))))
+        .order_by(best.c.distance, *(best.c[n] for n in names))
+        .limit(k)
+    )
+    if offset:
+        statement = statement.offset(offset)
+    return _with_settings(statement, scan_settings(params))
+
+
+def exact_select(target: Target, query_vector: Any, *, k: int, where: Where) -> Select[Any]:
+    """See :func:`mrl_pg.sqlalchemy.exact_search_select`."""
+    where = conditions(where)
+    SearchParams(k=k, oversample=1)
+    query = target.query(query_vector)
+    distance = target.distance(query).label("distance")
+    target.check_froms(select(*target.key).where(*where))
+    statement = select(target.model, distance).where(*where).order_by(distance, *target.key)
+    return _with_settings(statement.limit(k), EXACT_SETTINGS)
+
+
+def checked_target(
+    model: Any, query_vector: Any, prefix_dim: int | None, k: int, oversample: int | None,
+    where: tuple[Any, ...], offset: int, max_scan_tuples: int | None, ef_search: int | None,
+) -> Target:
+    """The target, once everything that can be checked before any SQL has been: a column
+    whose prefix is still to be read gets its statement checked once that is known."""
+    target = model_target(model, prefix_dim)
+    params = search_params(k, oversample, offset, max_scan_tuples, ef_search)
+    target.query(query_vector)
+    if target.config is not None:
+        adaptive_select(target, query_vector, params, k=k, offset=offset, where=where)
+    return target
+
+
+def rows(result: Iterable[Any]) -> list[tuple[Any, float]]:
+    return [(row[0], float(row[1])) for row in result]
+
+
+_D = TypeVar("_D")
+
+
+def psycopg_driver(driver: Any, kind: type[_D]) -> _D:
+    if not isinstance(driver, kind):
+        raise InvalidConfigError(
+            "mrl_pg's ORM search needs the psycopg driver (a postgresql+psycopg:// URL, "
+            f"or mrl_pg.db.create_engine), got {type(driver).__name__}"
+        )
+    return driver
+
+
+def needs_tuning(oversample: int | None, ef_search: int | None) -> bool:
+    return oversample is None or ef_search is None
