@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from psycopg import sql
 
-from mrl_pg import bench
+from mrl_pg.bench import load as bench
 from mrl_pg.cli._app import cli
 
 pytestmark = pytest.mark.slow  # load and build benchmarks

@@ -233,16 +233,16 @@ def test_a_concurrent_rebuild_refuses_to_drop_another_relation_with_its_temporar
 def test_a_rebuild_that_fails_after_dropping_the_old_index_still_ends_with_the_new_one(
     conn, small, monkeypatch
 ):
-    import mrl_pg.index
+    import mrl_pg.index.build
 
-    rename = mrl_pg.index._rename_statement
+    rename = mrl_pg.index.build._rename_statement
     calls: list[TableConfig] = []
 
     def rename_failing_once(config: TableConfig) -> sql.Composed:
         calls.append(config)
         return sql.SQL("SELECT 1 / 0").format() if len(calls) == 1 else rename(config)
 
-    monkeypatch.setattr(mrl_pg.index, "_rename_statement", rename_failing_once)
+    monkeypatch.setattr(mrl_pg.index.build, "_rename_statement", rename_failing_once)
     old_oid = _oid(conn, small, small.hnsw_index_name)
 
     with pytest.raises(DatabaseError, match="division by zero"):
