@@ -145,16 +145,17 @@ class Mutation:
     group: str = BASELINE
 
 
-Q, C, S = "mrl_pg/query.py", "mrl_pg/psycopg.py", "mrl_pg/sqlalchemy.py"
-F, D, INS = "mrl_pg/ddl/search_function.py", "mrl_pg/ddl/tables.py", "mrl_pg/ddl/install.py"
+Q, C, S = "mrl_pg/statement/query.py", "mrl_pg/psycopg/_search.py", "mrl_pg/sqlalchemy/_search.py"
+F, D, INS = "mrl_pg/schema/search_function.py", "mrl_pg/schema/tables.py", "mrl_pg/schema/install.py"
 M2 = "migrations/versions/0002_search_function.py"
-G, R, V = "mrl_pg/ingest.py", "mrl_pg/readers.py", "mrl_pg/vectors.py"
-W = "mrl_pg/_ingest_writer.py"  # ingest.py's batch writer (staging, upsert, direct COPY)
-DBM, COMPAT, SRV, IDX = "mrl_pg/db.py", "mrl_pg/compat.py", "mrl_pg/server.py", "mrl_pg/index.py"
-SS = "mrl_pg/_sqlalchemy_settings.py"  # the ORM's settings listeners
-TU, TN, ST = "mrl_pg/tuning.py", "mrl_pg/tune.py", "mrl_pg/stages.py"
-BR, MIG = "mrl_pg/_search_bench_run.py", "mrl_pg/migrate.py"
-FL, CAT, AD = "mrl_pg/filters.py", "mrl_pg/catalog.py", "mrl_pg/adopt.py"
+G, R, V = "mrl_pg/ingest/load.py", "mrl_pg/ingest/readers.py", "mrl_pg/vectors.py"
+W = "mrl_pg/ingest/writer.py"  # ingest.py's batch writer (staging, upsert, direct COPY)
+DBM, COMPAT, SRV, IDX = "mrl_pg/db.py", "mrl_pg/schema/compat.py", "mrl_pg/server.py", "mrl_pg/index/build.py"
+SS = "mrl_pg/sqlalchemy/_settings.py"  # the ORM's settings listeners
+PX, SAVED = "mrl_pg/statement/prefix.py", "mrl_pg/index/saved_tuning.py"
+TU, TN, ST = "mrl_pg/statement/tuning.py", "mrl_pg/index/tune.py", "mrl_pg/statement/stages.py"
+BR, MIG = "mrl_pg/bench/run.py", "mrl_pg/migrate.py"
+FL, CAT, AD = "mrl_pg/statement/filters.py", "mrl_pg/schema/catalog.py", "mrl_pg/index/adopt.py"
 ADOPT, ADOPT_CLI = "tests/test_adopt.py", "tests/test_adopt_cli.py"
 
 BASELINE_MUTATIONS: tuple[Mutation, ...] = (
@@ -248,19 +249,19 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "orm-pool-ignores-offset",
         "ORM pool is k * oversample instead of (offset + k) * oversample: later pages run dry",
-        "mrl_pg/_sqlalchemy_target.py", "return SearchParams(k=k + offset,",
+        "mrl_pg/sqlalchemy/_target.py", "return SearchParams(k=k + offset,",
         "return SearchParams(k=k,", ORM_TESTS,
     ),
     Mutation(
         "orm-offset-ignored",
         "search_select ignores offset: page two repeats page one",
-        "mrl_pg/_sqlalchemy_target.py", "statement = statement.offset(offset)",
+        "mrl_pg/sqlalchemy/_target.py", "statement = statement.offset(offset)",
         "statement = statement", ORM_TESTS,
     ),
     Mutation(
         "orm-rerank-by-prefix",
         "ORM re-ranks by prefix distance instead of full-dimension cosine",
-        "mrl_pg/_sqlalchemy_target.py",
+        "mrl_pg/sqlalchemy/_target.py",
         'return cast("ColumnElement[float]", mixin.embedding.cosine_distance(full))',
         'return cast("ColumnElement[float]", mixin.embedding_prefix.cosine_distance('
         'text(render(prefix_expression(sql.SQL(_QUERY_SQL), self.described.prefix_dim)))'
@@ -314,7 +315,7 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "ddl-prefix-not-normalized",
         "prefix_expression drops l2_normalize: stored and query prefixes are not unit length",
-        D, '"l2_normalize(subvector({source}, 1, {p}))::halfvec({p})"',
+        PX, '"l2_normalize(subvector({source}, 1, {p}))::halfvec({p})"',
         '"subvector({source}, 1, {p})::halfvec({p})"', (*SCHEMA_TESTS, SEARCH),
     ),
     Mutation(
@@ -401,7 +402,7 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "ingest-embedder-shape-unchecked",
         "the embedder's result shape is not checked against the batch and the table",
-        "mrl_pg/_ingest_run.py", "if matrix.shape != (len(texts), config.full_dim):",
+        "mrl_pg/ingest/run.py", "if matrix.shape != (len(texts), config.full_dim):",
         "if False:", INGEST_TESTS,
     ),
     # --- Reading records (readers.py) ---
@@ -496,7 +497,7 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "ingest-embeds-inside-transaction",
         "a load with an embedder calls the embedding service inside its write transaction",
-        "mrl_pg/_ingest_run.py", "elif embedder is None or not idle:", "elif True:",
+        "mrl_pg/ingest/run.py", "elif embedder is None or not idle:", "elif True:",
         INGEST_TESTS, group=ADDED,
     ),
     # --- Per-table tuning (tuning.py, tune.py) and what reads it ---
@@ -555,7 +556,7 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "tuning-save-does-not-replace",
         "save_tuning does ON CONFLICT DO NOTHING: re-running tune keeps the old row",
-        TU, r'ON CONFLICT \(table_name\) DO UPDATE SET[^"]*',
+        SAVED, r'ON CONFLICT \(table_name\) DO UPDATE SET[^"]*',
         "ON CONFLICT (table_name) DO NOTHING", (TUNE,), regex=True, group=ADDED,
     ),
     Mutation(
@@ -622,8 +623,8 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "adopt-expression-prefix-off-by-one",
         "the ORDER BY's prefix expression differs from the index's: the planner cannot walk it",
-        D, "    return prefix_expression(sql.Identifier(config.embedding_column), "
-           "config.prefix_dim)",
+        PX, "    return prefix_expression(sql.Identifier(config.embedding_column), "
+            "config.prefix_dim)",
         "    return prefix_expression(sql.Identifier(config.embedding_column), "
         "config.prefix_dim - 1)", (ADOPT,), group=ADDED,
     ),
