@@ -145,12 +145,15 @@ class Mutation:
     group: str = BASELINE
 
 
-Q, C, S = "mrl_pg/statement/query.py", "mrl_pg/psycopg/_search.py", "mrl_pg/sqlalchemy/_search.py"
-F, D, INS = "mrl_pg/schema/search_function.py", "mrl_pg/schema/tables.py", "mrl_pg/schema/install.py"
+Q, C = "mrl_pg/statement/query.py", "mrl_pg/psycopg/_search.py"
+S = "mrl_pg/sqlalchemy/_search.py"
+F, D = "mrl_pg/schema/search_function.py", "mrl_pg/schema/tables.py"
+INS = "mrl_pg/schema/install.py"
 M2 = "migrations/versions/0002_search_function.py"
 G, R, V = "mrl_pg/ingest/load.py", "mrl_pg/ingest/readers.py", "mrl_pg/vectors.py"
 W = "mrl_pg/ingest/writer.py"  # ingest.py's batch writer (staging, upsert, direct COPY)
-DBM, COMPAT, SRV, IDX = "mrl_pg/db.py", "mrl_pg/schema/compat.py", "mrl_pg/server.py", "mrl_pg/index/build.py"
+DBM, COMPAT = "mrl_pg/db.py", "mrl_pg/schema/compat.py"
+SRV, IDX = "mrl_pg/server.py", "mrl_pg/index/build.py"
 SS = "mrl_pg/sqlalchemy/_settings.py"  # the ORM's settings listeners
 PX, SAVED = "mrl_pg/statement/prefix.py", "mrl_pg/index/saved_tuning.py"
 TU, TN, ST = "mrl_pg/statement/tuning.py", "mrl_pg/index/tune.py", "mrl_pg/statement/stages.py"
