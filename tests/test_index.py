@@ -28,6 +28,8 @@ from mrl_pg.index.build import (
     index_status,
 )
 
+pytestmark = pytest.mark.slow  # index builds: sizes, memory, progress, parallel workers
+
 ROWS = 3000
 LOADING = "building index: loading tuples"
 

@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from mrl_pg.cli._app import cli
 from mrl_pg.server import EmbeddedServer, resolve_dsn
 
+pytestmark = pytest.mark.slow  # starts and stops embedded servers
+
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
