@@ -9,34 +9,9 @@ search function), and ``mrl-pg tune`` (measuring and saving the search settings)
 - :mod:`~mrl_pg.index.tune`: measure settings against exact search and save the fastest.
 """
 
-from mrl_pg.index.adopt import AdoptReport, adopt_table, release_table
-from mrl_pg.index.build import (
-    PHASE_DONE,
-    IndexBuildReport,
-    IndexProgress,
-    IndexStatus,
-    build_hnsw_index,
-    default_maintenance_work_mem,
-    default_parallel_workers,
-    drop_hnsw_index,
-    estimate_hnsw_bytes,
-    fits_in_memory,
-    index_status,
-)
+from mrl_pg.index import adopt as _adopt
+from mrl_pg.index import build as _build
+from mrl_pg.index.adopt import *  # noqa: F403
+from mrl_pg.index.build import *  # noqa: F403
 
-__all__ = [
-    "AdoptReport",
-    "adopt_table",
-    "release_table",
-    "IndexProgress",
-    "IndexBuildReport",
-    "IndexStatus",
-    "PHASE_DONE",
-    "build_hnsw_index",
-    "drop_hnsw_index",
-    "index_status",
-    "estimate_hnsw_bytes",
-    "fits_in_memory",
-    "default_maintenance_work_mem",
-    "default_parallel_workers",
-]
+__all__ = [*_adopt.__all__, *_build.__all__]

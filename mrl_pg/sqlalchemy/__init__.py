@@ -61,28 +61,5 @@ the query. The settings include ``plan_cache_mode = force_custom_plan`` so every
 search is planned for its own values, prepared or not.
 """
 
-from mrl_pg.sqlalchemy._search import (
-    MrlMixin,
-    VectorColumn,
-    exact_search,
-    exact_search_async,
-    exact_search_select,
-    mrl_mixin,
-    search,
-    search_async,
-    search_select,
-    table_args,
-)
-
-__all__ = [
-    "MrlMixin",
-    "mrl_mixin",
-    "table_args",
-    "search_select",
-    "exact_search_select",
-    "search",
-    "exact_search",
-    "search_async",
-    "exact_search_async",
-    "VectorColumn",
-]
+from mrl_pg.sqlalchemy._search import *  # noqa: F403
+from mrl_pg.sqlalchemy._search import __all__ as __all__
