@@ -315,9 +315,10 @@ def test_a_halfvec_embedding_column_is_searched_through_its_own_index(conn, sche
     recalls = []
     try:
         with Session(engine) as session:
-            compiled = str(search_select(Note.embedding, QUERIES[0], prefix_dim=PREFIX).compile(
+            select = search_select(Note.embedding, QUERIES[0], prefix_dim=PREFIX)
+            compiled = str(select.compile(
                 dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
-            plan = _explain(session, compiled, None, {})
+            plan = _explain(session, compiled, None, dict(select.get_execution_options()))
             assert uses_index(plan, "notes_embedding_prefix_hnsw"), plan
             for query in QUERIES[:10]:
                 rows = search(session, Note.embedding, query, k=10)

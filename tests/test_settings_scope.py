@@ -194,8 +194,10 @@ def test_an_autocommit_orm_search_whose_settings_fail_leaves_no_transaction_open
 ):
     import mrl_pg.sqlalchemy._target
 
-    monkeypatch.setattr(mrl_pg.sqlalchemy._target, "scan_settings",
-                        lambda params: [("hnsw.ef_search", "not a number")])
+    from mrl_pg.statement.query import settings_sql
+
+    monkeypatch.setattr(mrl_pg.sqlalchemy._target, "adaptive_settings_sql",
+                        lambda *a, **kw: settings_sql([("hnsw.ef_search", "not a number")]))
     engine = create_engine(corpus.dsn, execution_options={"isolation_level": "AUTOCOMMIT"})
     try:
         with Session(engine) as session:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     TextClause,
     and_,
     bindparam,
+    literal_column,
     select,
     text,
     type_coerce,
@@ -42,7 +43,17 @@ from mrl_pg.schema.catalog import describe_table
 from mrl_pg.schema.tables import render
 from mrl_pg.sqlalchemy._settings import _with_settings
 from mrl_pg.statement.prefix import prefix_expression
-from mrl_pg.statement.query import EXACT_SETTINGS, MAX_MATCH_COUNT, SearchParams, scan_settings
+from mrl_pg.statement.query import (
+    ADAPTIVE_SETTING_NAMES,
+    EXACT_SETTINGS,
+    MAX_MATCH_COUNT,
+    POOL_SQL,
+    SearchParams,
+    adaptive_settings_sql,
+    settings_parameters,
+    settings_sql,
+)
+from mrl_pg.statement.round_trip import SettingsStatement
 from mrl_pg.statement.stages import PREFIX_HNSW
 from mrl_pg.statement.tuning import DEFAULT_TUNING, SearchTuning
 from mrl_pg.vectors import as_embedding
@@ -270,8 +281,9 @@ def conditions(where: Where) -> tuple[Any, ...]:
 
 def search_params(
     k: int, oversample: int | None, offset: int, max_scan_tuples: int | None,
-    ef_search: int | None, tuning: SearchTuning = DEFAULT_TUNING,
+    ef_search: int | None, tuning: SearchTuning | None = None,
 ) -> SearchParams:
+    tuning = tuning if tuning is not None else DEFAULT_TUNING
     if oversample is None:
         oversample = tuning.oversample
     SearchParams(k=k, oversample=oversample, max_scan_tuples=max_scan_tuples, ef_search=ef_search,
@@ -287,11 +299,30 @@ def search_params(
                         ef_search=ef_search, tuning=tuning)
 
 
+def adaptive_settings(
+    target: Target, params: SearchParams, *, oversample: int | None, ef_search: int | None,
+    tuning: SearchTuning | None,
+) -> SettingsStatement:
+    """The settings statement of an ORM search: the table's tuning read in the database
+    unless ``tuning`` is given or ``oversample`` and ``ef_search`` both are."""
+    values = settings_parameters(params, oversample=oversample, ef_search=ef_search)
+    known = tuning if tuning is not None else DEFAULT_TUNING
+    untuned = SettingsStatement(adaptive_settings_sql(None, tuning=known), values,
+                                ADAPTIVE_SETTING_NAMES)
+    if tuning is not None or (oversample is not None and ef_search is not None):
+        return untuned
+    return SettingsStatement(adaptive_settings_sql(target.described), values,
+                             ADAPTIVE_SETTING_NAMES, without_tuning=untuned)
+
+
+_POOL: ColumnElement[int] = literal_column(render(POOL_SQL))
+
+
 def adaptive_select(
-    target: Target, query_vector: Any, params: SearchParams, *, k: int, offset: int,
+    target: Target, query_vector: Any, settings: SettingsStatement, *, k: int, offset: int,
     where: Where,
 ) -> Select[Any]:
-    """See :func:`mrl_pg.sqlalchemy.search_select`."""
+    """See :func:`mrl_pg.sqlalchemy.search_select`: the pool is what ``settings`` chose."""
     where = conditions(where)
     query = target.query(query_vector)
     names = [c.name for c in target.key]
@@ -300,14 +331,14 @@ def adaptive_select(
     target.check_froms(scan)
     candidates = (
         scan.order_by(target.prefix_order(query))
-        .limit(params.pool)
+        .limit(_POOL)
         .cte("candidates")
         .prefix_with("MATERIALIZED")
     )
     best = (
         select(*(candidates.c[n] for n in names), candidates.c.distance)
         .order_by(candidates.c.distance, *(candidates.c[n] for n in names))
-        .limit(params.k)
+        .limit(k + offset)
         .cte("best")
         .prefix_with("MATERIALIZED")
     )
@@ -319,7 +350,7 @@ def adaptive_select(
     )
     if offset:
         statement = statement.offset(offset)
-    return _with_settings(statement, scan_settings(params))
+    return _with_settings(statement, settings)
 
 
 def exact_select(target: Target, query_vector: Any, *, k: int, where: Where) -> Select[Any]:
@@ -330,7 +361,11 @@ def exact_select(target: Target, query_vector: Any, *, k: int, where: Where) -> 
     distance = target.distance(query).label("distance")
     target.check_froms(select(*target.key).where(*where))
     statement = select(target.model, distance).where(*where).order_by(distance, *target.key)
-    return _with_settings(statement.limit(k), EXACT_SETTINGS)
+    return _with_settings(statement.limit(k), _EXACT)
+
+
+_EXACT = SettingsStatement(settings_sql(EXACT_SETTINGS), None,
+                           tuple(name for name, _ in EXACT_SETTINGS))
 
 
 def checked_target(
@@ -343,7 +378,9 @@ def checked_target(
     params = search_params(k, oversample, offset, max_scan_tuples, ef_search)
     target.query(query_vector)
     if target.config is not None:
-        adaptive_select(target, query_vector, params, k=k, offset=offset, where=where)
+        settings = adaptive_settings(target, params, oversample=oversample, ef_search=ef_search,
+                                     tuning=None)
+        adaptive_select(target, query_vector, settings, k=k, offset=offset, where=where)
     return target
 
 
