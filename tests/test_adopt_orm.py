@@ -159,7 +159,7 @@ def test_the_candidates_are_ordered_by_exactly_the_adopted_index_expression():
     assert f"ORDER BY {order}" in compiled
     assert ("SELECT articles.id AS id, articles.embedding <=> CAST(CAST(%(mrl_query_1)s AS "
             f"vector) AS VECTOR({DIM})) AS distance") in compiled
-    assert "JOIN best ON articles.id = best.id" in compiled
+    assert "JOIN found ON articles.id = found.id" in compiled
     exact = str(exact_search_select(Article.embedding, QUERIES[0]).compile(
         dialect=postgresql.dialect()))
     assert "candidates" not in exact and "l2_normalize" not in exact

@@ -258,8 +258,8 @@ def test_search_select_orders_candidates_by_exactly_the_indexed_expression():
     assert f"ORDER BY docs.embedding_prefix <=> {query_prefix}" in compiled
     # Candidates carry id and full distance only; the best are joined back to the table.
     assert "(SELECT docs.id AS id, docs.embedding <=> CAST(" in compiled
-    assert "best AS MATERIALIZED" in compiled and "JOIN best ON docs.id = best.id" in compiled
-    assert "ORDER BY best.distance, best.id" in compiled and "OFFSET" in compiled
+    assert "best AS MATERIALIZED" in compiled and "JOIN found ON docs.id = found.id" in compiled
+    assert "ORDER BY found.distance, found.id" in compiled and "OFFSET" in compiled
     exact = str(exact_search_select(model, np.ones(DIM)).compile(dialect=postgresql.dialect()))
     assert "candidates" not in exact and "embedding_prefix <=>" not in exact
 

@@ -27,10 +27,12 @@ from sqlalchemy import (
     TextClause,
     and_,
     bindparam,
+    func,
     literal_column,
     select,
     text,
     type_coerce,
+    union_all,
 )
 from sqlalchemy import cast as sa_cast
 from sqlalchemy.engine import Connection, Result
@@ -342,10 +344,28 @@ def adaptive_select(
         .cte("best")
         .prefix_with("MATERIALIZED")
     )
+    # A walk that came back short is replaced by the exact answer, in the same
+    # statement (see mrl_pg.statement.query.adaptive_search_sql); "+ 0" keeps any index
+    # on the full vector out of it.
+    short = select(func.count()).select_from(best).scalar_subquery() < k + offset
+    exact_distance = target.distance(query)
+    missed = (
+        select(*(c.label(n) for c, n in zip(target.key, names, strict=True)),
+               exact_distance.label("distance"))
+        .where(*where, short)
+        .order_by(exact_distance + 0, *target.key)
+        .limit(k + offset)
+        .cte("missed")
+        .prefix_with("MATERIALIZED")
+    )
+    found = union_all(
+        select(*(best.c[n] for n in names), best.c.distance).where(~short),
+        select(*(missed.c[n] for n in names), missed.c.distance),
+    ).cte("found")
     statement = (
-        select(target.model, best.c.distance.label("distance"))
-        .join(best, and_(*(c == best.c[n] for c, n in zip(target.key, names, strict=True))))
-        .order_by(best.c.distance, *(best.c[n] for n in names))
+        select(target.model, found.c.distance.label("distance"))
+        .join(found, and_(*(c == found.c[n] for c, n in zip(target.key, names, strict=True))))
+        .order_by(found.c.distance, *(found.c[n] for n in names))
         .limit(k)
     )
     if offset:
