@@ -41,7 +41,7 @@ def turns(trace: str) -> int:
     return sum(1 for a, b in zip(sides, sides[1:], strict=False) if a == "F" and b == "B")
 
 
-_SETTINGS_ROW = re.compile(r"^B\t\d+\tDataRow\t 7 (.*)$", re.M)
+_SETTINGS_ROW = re.compile(r"^B\t\d+\tDataRow\t 9 (.*)$", re.M)
 
 
 def settings_row(trace: str) -> list[str]:
@@ -164,3 +164,19 @@ def test_turns_counts_each_wait_for_the_server():
     assert turns("") == 0
 
 
+
+
+@pytest.mark.parametrize(("oversample", "ef_search", "pool", "ef"), [
+    (5, None, 50, TUNED.ef_search_for(50)),  # the tuned rule for the caller's pool
+    (None, 77, 30, 77),  # the tuned oversample, the caller's ef_search
+    (5, 77, 50, 77),  # both given: no tuning read at all
+])
+def test_what_the_caller_leaves_unset_comes_from_the_tables_tuning(
+        tuned, conn, oversample, ef_search, pool, ef):
+    with traced(conn.pgconn) as out:
+        rows = mrl_pg.search(conn, tuned, QUERY, k=10, oversample=oversample,
+                             ef_search=ef_search)
+    assert len(rows) == 10 and turns(out[0]) == 1
+    values = settings_row(out[0])
+    assert (int(values[1]), int(values[2])) == (pool, ef)
+    assert ("mrl_pg_tuning" in out[0]) == (oversample is None or ef_search is None)

@@ -31,12 +31,14 @@ from mrl_pg.config import TableConfig
 from mrl_pg.errors import DatabaseError, InvalidConfigError, one_line
 from mrl_pg.schema.tables import TOAST_TUPLE_TARGET, check_constraints, render
 from mrl_pg.sqlalchemy._target import (
+    STALE_MARK,
     Where,
     adaptive_select,
     adaptive_settings,
     checked_target,
     conditions,
     exact_select,
+    forget_recorded,
     model_target,
     rows,
     search_params,
@@ -316,19 +318,25 @@ def search(
     >>> search(session, Article.embedding, q, where=[Article.author_id == 5])  # doctest: +SKIP
     """
     where = conditions(where)
-    target = checked_target(model, query_vector, prefix_dim, k, oversample, where, offset,
+    checked = checked_target(model, query_vector, prefix_dim, k, oversample, where, offset,
                              max_scan_tuples, ef_search)
-    try:
-        if target.config is None:
-            target = with_recorded_prefix(session.connection(), target)
-        params = search_params(k, oversample, offset, max_scan_tuples, ef_search)
-        settings = adaptive_settings(target, params, oversample=oversample,
-                                     ef_search=ef_search, tuning=None)
-        statement = adaptive_select(target, query_vector, settings, k=k, offset=offset,
-                                    where=where)
-        return rows(session.execute(statement))
-    except DBAPIError as exc:
-        raise _failed(exc) from exc
+    for attempt in (1, 2):
+        try:
+            target = checked
+            if target.config is None:
+                target = with_recorded_prefix(session.connection(), target)
+            params = search_params(k, oversample, offset, max_scan_tuples, ef_search)
+            settings = adaptive_settings(target, params, oversample=oversample,
+                                         ef_search=ef_search, tuning=None)
+            statement = adaptive_select(target, query_vector, settings, k=k, offset=offset,
+                                        where=where)
+            return rows(session.execute(statement))
+        except DBAPIError as exc:
+            if attempt == 1 and STALE_MARK in str(exc.orig):
+                forget_recorded(session.connection())  # adopted again since: read it anew
+                continue
+            raise _failed(exc) from exc
+    raise AssertionError("unreachable")
 
 
 @overload
@@ -379,19 +387,26 @@ async def search_async(
 ) -> list[tuple[Any, float]]:
     """Async twin of :func:`search`, for :func:`mrl_pg.db.create_async_engine`."""
     where = conditions(where)
-    target = checked_target(model, query_vector, prefix_dim, k, oversample, where, offset,
+    checked = checked_target(model, query_vector, prefix_dim, k, oversample, where, offset,
                              max_scan_tuples, ef_search)
-    try:
-        if target.config is None:
-            target = await (await session.connection()).run_sync(with_recorded_prefix, target)
-        params = search_params(k, oversample, offset, max_scan_tuples, ef_search)
-        settings = adaptive_settings(target, params, oversample=oversample,
-                                     ef_search=ef_search, tuning=None)
-        statement = adaptive_select(target, query_vector, settings, k=k, offset=offset,
-                                    where=where)
-        return rows(await session.execute(statement))
-    except DBAPIError as exc:
-        raise _failed(exc) from exc
+    for attempt in (1, 2):
+        try:
+            target = checked
+            connection = await session.connection()
+            if target.config is None:
+                target = await connection.run_sync(with_recorded_prefix, target)
+            params = search_params(k, oversample, offset, max_scan_tuples, ef_search)
+            settings = adaptive_settings(target, params, oversample=oversample,
+                                         ef_search=ef_search, tuning=None)
+            statement = adaptive_select(target, query_vector, settings, k=k, offset=offset,
+                                        where=where)
+            return rows(await session.execute(statement))
+        except DBAPIError as exc:
+            if attempt == 1 and STALE_MARK in str(exc.orig):
+                await connection.run_sync(forget_recorded)  # adopted again since
+                continue
+            raise _failed(exc) from exc
+    raise AssertionError("unreachable")
 
 
 @overload

@@ -83,6 +83,7 @@ class Target:
     full_dim: int
     config: TableConfig | None
     embedding: Column[Any] | None = None  # None for an MrlMixin model
+    index_definition: str | None = None  # the prefix index as read from the catalog
 
     @property
     def described(self) -> TableConfig:
@@ -227,9 +228,33 @@ class _CatalogConnection:
         return self._executed().fetchall()
 
 
-# What each connection read of each adopted table: one catalog read per connection.
-_RECORDED: weakref.WeakKeyDictionary[Any, dict[tuple[str | None, str], TableConfig]] = (
+# What each connection read of each adopted table, with its prefix index's definition:
+# one catalog read per connection, checked by every search (see prefix_index_guard).
+_RECORDED: weakref.WeakKeyDictionary[
+    Any, dict[tuple[str | None, str], tuple[TableConfig, str | None]]] = (
     weakref.WeakKeyDictionary())
+
+STALE_MARK = "mrl_pg: the prefix index changed since this connection read it"
+
+
+def forget_recorded(connection: Connection) -> None:
+    """Drop what ``connection`` read of adopted tables (after :data:`STALE_MARK`)."""
+    _RECORDED.pop(connection.connection.driver_connection, None)
+
+
+def prefix_index_guard(target: Target) -> sql.Composed | None:
+    """A settings value that fails the search (with :data:`STALE_MARK`) when the prefix
+    index is no longer the one read from the catalog: released and adopted again with
+    another prefix, the search would otherwise sort the whole table by a stale expression."""
+    if target.index_definition is None or target.config is None:
+        return None
+    index = target.config.qualified(target.config.hnsw_index_name).as_string(None)
+    current = sql.SQL("pg_catalog.pg_get_indexdef(to_regclass({}))").format(sql.Literal(index))
+    return sql.SQL(
+        "CASE WHEN {current} IS DISTINCT FROM {expected} "
+        "THEN ({mark} || coalesce({current}, ''))::integer ELSE 1 END"
+    ).format(current=current, expected=sql.Literal(target.index_definition),
+             mark=sql.Literal(STALE_MARK + ": "))
 
 
 def with_recorded_prefix(connection: Connection, target: Target) -> Target:
@@ -239,11 +264,16 @@ def with_recorded_prefix(connection: Connection, target: Target) -> Target:
     column = target.embedding
     table = column.table
     cache = _RECORDED.setdefault(connection.connection.driver_connection, {})
-    recorded = cache.get((table.schema, table.name))
-    if recorded is None:
+    cached = cache.get((table.schema, table.name))
+    if cached is None:
         catalog = cast("psycopg.Connection[Any]", _CatalogConnection(connection))
         recorded = describe_table(catalog, table.name, schema=table.schema)
-        cache[(table.schema, table.name)] = recorded
+        index = recorded.qualified(recorded.hnsw_index_name).as_string(None)
+        definition = connection.exec_driver_sql(
+            "SELECT pg_catalog.pg_get_indexdef(to_regclass(%(index)s))",
+            {"index": index}).scalar_one()
+        cached = cache[(table.schema, table.name)] = (recorded, definition)
+    recorded, definition = cached
     name = f"{target.model.__name__}.{column.key}"
     kind = "halfvec" if isinstance(column.type, HALFVEC) else "vector"
     if recorded.embedding_column != column.name:
@@ -254,7 +284,7 @@ def with_recorded_prefix(connection: Connection, target: Target) -> Target:
         raise InvalidConfigError(
             f"{name} is mapped as {kind}({target.full_dim}) but the table holds "
             f"{recorded.embedding_type}({recorded.full_dim})")
-    return replace(target, config=TableConfig(
+    return replace(target, index_definition=definition, config=TableConfig(
         name=table.name, schema=recorded.schema or table.schema, full_dim=target.full_dim,
         prefix_dim=recorded.prefix_dim, embedding_column=column.name, embedding_type=kind,
         prefix_column=recorded.prefix_column, key=tuple(c.name for c in target.key),
@@ -309,12 +339,18 @@ def adaptive_settings(
     unless ``tuning`` is given or ``oversample`` and ``ef_search`` both are."""
     values = settings_parameters(params, oversample=oversample, ef_search=ef_search)
     known = tuning if tuning is not None else DEFAULT_TUNING
-    untuned = SettingsStatement(adaptive_settings_sql(None, tuning=known), values,
-                                ADAPTIVE_SETTING_NAMES)
+    guard = prefix_index_guard(target)
+    extra = [] if guard is None else [(GUARD_SETTING, guard)]
+    names = ADAPTIVE_SETTING_NAMES + tuple(name for name, _ in extra)
+    untuned = SettingsStatement(adaptive_settings_sql(None, tuning=known, extra=extra), values,
+                                names)
     if tuning is not None or (oversample is not None and ef_search is not None):
         return untuned
-    return SettingsStatement(adaptive_settings_sql(target.described), values,
-                             ADAPTIVE_SETTING_NAMES, without_tuning=untuned)
+    return SettingsStatement(adaptive_settings_sql(target.described, extra=extra), values,
+                             names, without_tuning=untuned)
+
+
+GUARD_SETTING = "mrl_pg.index_checked"
 
 
 _POOL: ColumnElement[int] = literal_column(render(POOL_SQL))

@@ -459,6 +459,7 @@ def _tuning_row(config: TableConfig | None, tuning: SearchTuning) -> sql.Compose
 
 def adaptive_settings_sql(
     config: TableConfig | None, *, tuning: SearchTuning = DEFAULT_TUNING,
+    extra: Sequence[tuple[str, Value]] = (),
 ) -> sql.Composed:
     """The adaptive search's settings statement, tuning read in the database.
 
@@ -487,6 +488,7 @@ def adaptive_settings_sql(
         ("hnsw.max_scan_tuples", scan_tuples),
         ("hnsw.scan_mem_multiplier", SCAN_MEMORY_RULE.sql(scan_tuples)),
         *PLANNER_SETTINGS,
+        *extra,
     ], chosen=chosen)
 
 
