@@ -194,7 +194,6 @@ def test_an_autocommit_orm_search_whose_settings_fail_leaves_no_transaction_open
     corpus, orm_model, monkeypatch
 ):
     import mrl_pg.sqlalchemy._target
-
     from mrl_pg.statement.query import settings_sql
 
     monkeypatch.setattr(mrl_pg.sqlalchemy._target, "adaptive_settings_sql",
