@@ -176,3 +176,81 @@ def test_a_pooled_orm_connection_follows_a_readoption_with_another_prefix(conn, 
         assert [n.id for n, _ in again][0] == [n.id for n, _ in first][0] == 0
     finally:
         engine.dispose()
+
+
+# --- item 9: the plan for medium and tiny filters, at a realistic size ---------------------
+
+PRODUCTS, PRODUCT_DIM = 30_000, 1536
+CATEGORIES = ("books", "toys", "games", "tools", "food")
+
+
+@pytest.fixture(scope="module")
+def catalogue(database_dsn: str) -> Any:
+    """30,000 x 1536 adopted rows (vectors in TOAST), B-trees on category and price."""
+    from mrl_pg.bench.synthetic import make_corpus, make_queries
+    from mrl_pg.db import configure_connection
+
+    schema = "plans_" + np.random.default_rng().bytes(4).hex()
+    data = make_corpus(PRODUCTS, PRODUCT_DIM, seed=5).embeddings
+    category = np.array([CATEGORIES[i % 5] for i in range(PRODUCTS)])
+    price = np.arange(PRODUCTS) % 100
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        configure_connection(conn)
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("SET search_path = {}, public").format(sql.Identifier(schema)))
+        conn.execute(f"CREATE TABLE products (id bigint PRIMARY KEY, category text NOT NULL, "
+                     f"price integer NOT NULL, embedding vector({PRODUCT_DIM}))")
+        with conn.cursor().copy("COPY products FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "text", "int4", "vector"])
+            for i, vector in enumerate(data):
+                copy.write_row((i, str(category[i]), int(price[i]), vector))
+        conn.execute("CREATE INDEX ON products (category)")
+        conn.execute("CREATE INDEX ON products (price)")
+        conn.execute("ANALYZE products")
+        config = table_config(conn, "products")
+        adopt_table(conn, config, maintenance_work_mem="1GB")
+    yield config, data, category, price, make_queries(5, PRODUCT_DIM, seed=6), database_dsn
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _first_stage(plan: Any) -> tuple[str, str | None]:
+    from mrl_pg.bench.rls import first_stage
+
+    stage = first_stage(plan)
+    return stage.kind, stage.index
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", [10, 20])
+def test_a_filter_on_a_fifth_of_the_rows_walks_the_index_not_the_table(catalogue, k):
+    config, data, category, _, queries, dsn = catalogue
+    from mrl_pg.db import configure_connection
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        configure_connection(conn)
+        plan = explain(conn, config, queries[0], k=k, where={"category": "books"},
+                       analyze=True, as_json=True)
+        assert _first_stage(plan) == ("hnsw", config.hnsw_index_name)
+        found = [mrl_pg.search(conn, config, q, k=k, where={"category": "books"})
+                 for q in queries]
+    recalls = [len({r.id for r in rows} & set(numpy_top(data, q, k, mask=category == "books")))
+               / k for rows, q in zip(found, queries, strict=True)]
+    print(f"recall@{k} of the walk under a 20% filter: {np.mean(recalls):.3f}")
+    assert np.mean(recalls) >= 0.8 and all(len(rows) == k for rows in found)
+
+
+@pytest.mark.slow
+def test_a_filter_on_sixty_rows_reads_its_btree_and_is_exact(catalogue):
+    config, data, category, price, queries, dsn = catalogue
+    from mrl_pg.db import configure_connection
+
+    where = {"category": "books", "price": 5}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        configure_connection(conn)
+        plan = explain(conn, config, queries[1], k=10, where=where, analyze=True, as_json=True)
+        kind, index = _first_stage(plan)
+        assert kind == "btree" and index is not None and "hnsw" not in index
+        rows = mrl_pg.search(conn, config, queries[1], k=10, where=where)
+    assert [r.id for r in rows] == numpy_top(
+        data, queries[1], 10, mask=(category == "books") & (price == 5))

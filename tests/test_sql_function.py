@@ -107,7 +107,6 @@ def function_settings(schema: str) -> list[str]:
         "hnsw.scan_mem_multiplier=1",
         "plan_cache_mode=force_custom_plan",
         "enable_seqscan=off",
-        "enable_bitmapscan=off",
     ]
 
 

@@ -128,8 +128,9 @@ def _adaptive_statement(
 
 
 @functools.lru_cache(maxsize=256)
-def _settings_statement(config: TableConfig | None, tuning: SearchTuning) -> sql.Composed:
-    return adaptive_settings_sql(config, tuning=tuning)
+def _settings_statement(config: TableConfig, read_tuning: bool,
+                        tuning: SearchTuning) -> sql.Composed:
+    return adaptive_settings_sql(config, read_tuning=read_tuning, tuning=tuning)
 
 
 def adaptive_search_statement(
@@ -167,12 +168,12 @@ def adaptive_search_statement(
     statement = _adaptive_statement(config, params.has_filter, columns.shape, stage)
     settings_params = settings_parameters(params, oversample=oversample, ef_search=ef_search)
     untuned = SearchStatement(
-        settings=_settings_statement(None, known), statement=statement, params=values,
+        settings=_settings_statement(config, False, known), statement=statement, params=values,
         setting_names=ADAPTIVE_SETTING_NAMES, settings_params=settings_params)
     if tuning is not None or (oversample is not None and ef_search is not None):
         return untuned
     return SearchStatement(
-        settings=_settings_statement(config, DEFAULT_TUNING), statement=statement,
+        settings=_settings_statement(config, True, DEFAULT_TUNING), statement=statement,
         params=values, setting_names=ADAPTIVE_SETTING_NAMES, settings_params=settings_params,
         without_tuning=untuned)
 

@@ -21,9 +21,9 @@ from mrl_pg.config import TableConfig, column_name
 from mrl_pg.schema.tables import render
 from mrl_pg.statement.query import (
     MAX_SCAN_TUPLES_RULE,
-    PLANNER_SETTINGS,
     SCAN_MEMORY_RULE,
     adaptive_search_sql,
+    planner_settings,
 )
 from mrl_pg.statement.tuning import (
     DEFAULT_TUNING,
@@ -258,7 +258,7 @@ $mrl_search$"""
     ).format(name=name, search_path=search_path, body=body, columns=_result_columns(config),
              planner=sql.SQL("\n").join(
                  sql.SQL("SET {} = {}").format(sql.Identifier(n), sql.Literal(v))
-                 for n, v in PLANNER_SETTINGS))
+                 for n, v in planner_settings(config) if isinstance(v, str)))
 
 
 def drop_search_function_ddl(config: TableConfig) -> sql.Composed:

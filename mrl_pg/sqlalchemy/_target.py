@@ -342,8 +342,9 @@ def adaptive_settings(
     guard = prefix_index_guard(target)
     extra = [] if guard is None else [(GUARD_SETTING, guard)]
     names = ADAPTIVE_SETTING_NAMES + tuple(name for name, _ in extra)
-    untuned = SettingsStatement(adaptive_settings_sql(None, tuning=known, extra=extra), values,
-                                names)
+    untuned = SettingsStatement(
+        adaptive_settings_sql(target.described, read_tuning=False, tuning=known, extra=extra),
+        values, names)
     if tuning is not None or (oversample is not None and ef_search is not None):
         return untuned
     return SettingsStatement(adaptive_settings_sql(target.described, extra=extra), values,

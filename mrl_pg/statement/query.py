@@ -458,15 +458,15 @@ def _tuning_row(config: TableConfig | None, tuning: SearchTuning) -> sql.Compose
 
 
 def adaptive_settings_sql(
-    config: TableConfig | None, *, tuning: SearchTuning = DEFAULT_TUNING,
+    config: TableConfig, *, read_tuning: bool = True, tuning: SearchTuning = DEFAULT_TUNING,
     extra: Sequence[tuple[str, Value]] = (),
 ) -> sql.Composed:
     """The adaptive search's settings statement, tuning read in the database.
 
     Parameters: ``k``, and ``oversample``, ``ef_search``, ``max_scan_tuples``
-    (each NULL for the rule's value). ``config`` names the table whose
-    ``mrl_pg_tuning`` row applies (``tuning`` when it has none); None uses
-    ``tuning`` without reading any table. The pool it chooses is :data:`POOL_SETTING`, which the
+    (each NULL for the rule's value). With ``read_tuning`` the table's
+    ``mrl_pg_tuning`` row applies (``tuning`` when it has none); without, ``tuning``
+    does and no other table is read. The pool it chooses is :data:`POOL_SETTING`, which the
     statement reads as :data:`POOL_SQL`; the values are those
     :func:`scan_settings` computes in Python for the same tuning.
     """
@@ -477,7 +477,8 @@ def adaptive_settings_sql(
         "SELECT least({max_pool}, %(k)s::bigint "
         "* coalesce(%(oversample)s::integer, t.tuned_oversample))::integer AS pool, t.* "
         "FROM ({tuning}) AS t"
-    ).format(max_pool=sql.Literal(MAX_POOL), tuning=_tuning_row(config, tuning))
+    ).format(max_pool=sql.Literal(MAX_POOL),
+             tuning=_tuning_row(config if read_tuning else None, tuning))
     ef_search = sql.SQL("coalesce(%(ef_search)s::integer, {})").format(ef_search_sql(
         pool, oversample=sql.SQL("chosen.tuned_oversample"),
         ef_search=sql.SQL("chosen.tuned_ef_search"), k=sql.SQL("chosen.tuned_k")))
@@ -487,32 +488,37 @@ def adaptive_settings_sql(
         ("hnsw.iterative_scan", "relaxed_order"),
         ("hnsw.max_scan_tuples", scan_tuples),
         ("hnsw.scan_mem_multiplier", SCAN_MEMORY_RULE.sql(scan_tuples)),
-        *PLANNER_SETTINGS,
+        *planner_settings(config),
         *extra,
     ], chosen=chosen)
 
 
-PLANNER_SETTINGS: list[tuple[str, str]] = [
-    ("plan_cache_mode", "force_custom_plan"),
-    ("enable_seqscan", "off"),
-    ("enable_bitmapscan", "off"),
-]
-"""How an adaptive search is planned: custom plans only, and no full or bitmap scan
-in the candidate scan unless nothing else can run it.
+def planner_settings(config: TableConfig) -> list[tuple[str, Value]]:
+    """How an adaptive search is planned: custom plans only, no sequential scan for the
+    candidates unless nothing else can run them, and, on an adopted table, no bitmap scan.
 
-The planner does not cost reading each row's vector from TOAST: on 30,000 x
-1536 rows a 20% filter at a pool of 160 was planned as a bitmap scan and a
-sort over 6,000 rows (275 ms) instead of the HNSW walk (30 ms). With both off,
-a filter that matches few rows still takes a plain index scan on its own
-B-tree (the exact path, cheap when it is right); any other filter walks the
-HNSW index, and a walk that comes back short is replaced by the exact scan
-(:func:`adaptive_search_sql`).
-"""
+    The planner does not cost reading each row's vector from TOAST, which is what
+    ordering rows by the prefix *expression* of an adopted table does: on 30,000 x
+    1536 rows a 20% filter at a pool of 160 was planned as a bitmap scan and a sort
+    over 6,000 rows (275 ms) instead of the HNSW walk (30 ms). Without bitmap scans,
+    a filter matching few rows still takes a plain index scan on its own B-tree (the
+    exact path, cheap when it is right); other filters walk the HNSW index. A stored
+    prefix column (mrl_pg's own table) costs what the planner thinks, so bitmap scans
+    stay as they are there: a rare metadata value is read through the GIN index. A
+    walk that comes back short is replaced by the exact scan (:func:`adaptive_search_sql`).
+    """
+    bitmap: Value = "off" if config.prefix_column is None else sql.SQL(
+        "current_setting('enable_bitmapscan')")
+    return [
+        ("plan_cache_mode", "force_custom_plan"),
+        ("enable_seqscan", "off"),
+        ("enable_bitmapscan", bitmap),
+    ]
 
 
 ADAPTIVE_SETTING_NAMES = (POOL_SETTING, "hnsw.ef_search", "hnsw.iterative_scan",
                           "hnsw.max_scan_tuples", "hnsw.scan_mem_multiplier",
-                          *(name for name, _ in PLANNER_SETTINGS))
+                          "plan_cache_mode", "enable_seqscan", "enable_bitmapscan")
 """What :func:`adaptive_settings_sql` sets, in its order."""
 
 
