@@ -242,19 +242,20 @@ def forget_recorded(connection: Connection) -> None:
     _RECORDED.pop(connection.connection.driver_connection, None)
 
 
-def prefix_index_guard(target: Target) -> sql.Composed | None:
+def prefix_index_guard(target: Target) -> tuple[sql.Composed, dict[str, Any]] | None:
     """A settings value that fails the search (with :data:`STALE_MARK`) when the prefix
     index is no longer the one read from the catalog: released and adopted again with
-    another prefix, the search would otherwise sort the whole table by a stale expression."""
+    another prefix, the search would otherwise sort the whole table by a stale expression.
+    The index's name and definition travel as parameters (a name may hold a ``%``)."""
     if target.index_definition is None or target.config is None:
         return None
     index = target.config.qualified(target.config.hnsw_index_name).as_string(None)
-    current = sql.SQL("pg_catalog.pg_get_indexdef(to_regclass({}))").format(sql.Literal(index))
-    return sql.SQL(
-        "CASE WHEN {current} IS DISTINCT FROM {expected} "
+    current = sql.SQL("pg_catalog.pg_get_indexdef(to_regclass(%(prefix_index)s))")
+    guard = sql.SQL(
+        "CASE WHEN {current} IS DISTINCT FROM %(prefix_index_definition)s "
         "THEN ({mark} || coalesce({current}, ''))::integer ELSE 1 END"
-    ).format(current=current, expected=sql.Literal(target.index_definition),
-             mark=sql.Literal(STALE_MARK + ": "))
+    ).format(current=current, mark=sql.Literal(STALE_MARK + ": "))
+    return guard, {"prefix_index": index, "prefix_index_definition": target.index_definition}
 
 
 def with_recorded_prefix(connection: Connection, target: Target) -> Target:
@@ -340,7 +341,10 @@ def adaptive_settings(
     values = settings_parameters(params, oversample=oversample, ef_search=ef_search)
     known = tuning if tuning is not None else DEFAULT_TUNING
     guard = prefix_index_guard(target)
-    extra = [] if guard is None else [(GUARD_SETTING, guard)]
+    extra: list[tuple[str, sql.Composable]] = []
+    if guard is not None:
+        extra.append((GUARD_SETTING, guard[0]))
+        values = values | guard[1]
     names = ADAPTIVE_SETTING_NAMES + tuple(name for name, _ in extra)
     untuned = SettingsStatement(
         adaptive_settings_sql(target.described, read_tuning=False, tuning=known, extra=extra),
