@@ -402,6 +402,13 @@ def test_an_embedding_column_whose_name_needs_quoting_is_searched_by_its_index(
             assert uses_index(_explain(session, *sent[0], options), "odd_embedding_prefix_hnsw")
     finally:
         engine.dispose()
+    # The psycopg front end and the SQL function take the same name.
+    config = table_config(conn, "odd")
+    assert [r.id for r in psycopg_search(conn, config, vectors[42], k=1)] == [42]
+    function = config.qualified(config.search_function_name)
+    row = conn.execute(sql.SQL("SELECT id FROM {}(%s, 1)").format(function),
+                       (vectors[42],)).fetchone()
+    assert row == (42,)
 
 
 # --- (g) async -------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from mrl_pg.statement.query import (
     settings_parameters,
     settings_sql,
 )
-from mrl_pg.statement.round_trip import begin_command, driver_begin, wrapping
+from mrl_pg.statement.round_trip import begin_command, driver_begin, steps, wrapping
 from mrl_pg.statement.stages import PREFIX_HNSW, FirstStage
 from mrl_pg.statement.tuning import DEFAULT_TUNING, TUNING_TABLE, SearchTuning
 from mrl_pg.vectors import FloatArray, as_embedding
@@ -237,12 +237,9 @@ def _run_once(
     cur = conn.cursor()
     try:
         with driver_begin(conn, wrap), conn.pipeline():
-            for statement in wrap.before:
-                conn.execute(statement, prepare=False)
-            conn.execute(search.settings, search.settings_params, prepare=False)
-            cur.execute(search.statement, search.params, prepare=False)
-            for statement in wrap.after:
-                conn.execute(statement, prepare=False)
+            for step in steps(wrap, search.settings, search.settings_params, search.statement,
+                              search.params):
+                (cur if step.search else conn).execute(step.query, step.params, prepare=False)
         return cur.fetchall()
     except psycopg.Error:
         for statement in wrap.undo_after_failure(conn.info.transaction_status):
@@ -273,12 +270,10 @@ async def _run_once_async(
     try:
         with driver_begin(conn, wrap):
             async with conn.pipeline():
-                for statement in wrap.before:
-                    await conn.execute(statement, prepare=False)
-                await conn.execute(search.settings, search.settings_params, prepare=False)
-                await cur.execute(search.statement, search.params, prepare=False)
-                for statement in wrap.after:
-                    await conn.execute(statement, prepare=False)
+                for step in steps(wrap, search.settings, search.settings_params,
+                                  search.statement, search.params):
+                    await (cur if step.search else conn).execute(
+                        step.query, step.params, prepare=False)
         return await cur.fetchall()
     except psycopg.Error:
         for statement in wrap.undo_after_failure(conn.info.transaction_status):

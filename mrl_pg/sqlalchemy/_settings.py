@@ -24,6 +24,7 @@ from mrl_pg.statement.round_trip import (
     SettingsStatement,
     begin_command,
     driver_begin,
+    steps,
     wrapping,
 )
 from mrl_pg.statement.tuning import TUNING_TABLE
@@ -59,15 +60,14 @@ def _run_sync(cursor: psycopg.Cursor[Any], statement: str, parameters: Any,
                     keep_transaction=True)
     try:
         with driver_begin(conn, wrap), conn.pipeline():
-            for step in wrap.before:
-                conn.execute(step, prepare=False)
-            conn.execute(settings.statement, settings.params, prepare=False)
-            cursor.execute(statement, parameters, prepare=False)
-            for step in wrap.after:
-                conn.execute(step, prepare=False)
+            for step in steps(wrap, settings.statement, settings.params, statement, parameters):
+                if step.search:  # SQLAlchemy's own text and parameters, on its cursor
+                    cursor.execute(statement, parameters, prepare=False)
+                else:
+                    conn.execute(step.query, step.params, prepare=False)
     except psycopg.Error:
-        for step in wrap.undo_after_failure(conn.info.transaction_status):
-            conn.execute(step, prepare=False)
+        for query in wrap.undo_after_failure(conn.info.transaction_status):
+            conn.execute(query, prepare=False)
         raise
 
 
@@ -81,15 +81,15 @@ async def _run_async(adapted: Any, statement: str, parameters: Any,
     try:
         with driver_begin(conn, wrap):
             async with conn.pipeline():
-                for step in wrap.before:
-                    await conn.execute(step, prepare=False)
-                await conn.execute(settings.statement, settings.params, prepare=False)
-                await cursor.execute(statement, parameters, prepare=False)
-                for step in wrap.after:
-                    await conn.execute(step, prepare=False)
+                for step in steps(wrap, settings.statement, settings.params, statement,
+                                  parameters):
+                    if step.search:
+                        await cursor.execute(statement, parameters, prepare=False)
+                    else:
+                        await conn.execute(step.query, step.params, prepare=False)
     except psycopg.Error:
-        for step in wrap.undo_after_failure(conn.info.transaction_status):
-            await conn.execute(step, prepare=False)
+        for query in wrap.undo_after_failure(conn.info.transaction_status):
+            await conn.execute(query, prepare=False)
         raise
     # SQLAlchemy's async cursor serves rows from its own buffer, filled on execute.
     adapted._rows = collections.deque(await cursor.fetchall() if cursor.description else [])

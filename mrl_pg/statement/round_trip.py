@@ -23,12 +23,47 @@ from psycopg.pq import TransactionStatus
 from mrl_pg.errors import DatabaseError
 from mrl_pg.statement.query import restore_settings_sql
 
-__all__ = ["Wrapping", "wrapping", "SAVEPOINT_NAME", "SettingsStatement", "driver_begin"]
+__all__ = ["Wrapping", "wrapping", "SAVEPOINT_NAME", "SettingsStatement", "driver_begin",
+           "with_parameters", "Step", "steps"]
 
 SAVEPOINT_NAME = "mrl_pg_search"
 _SAVEPOINT = sql.SQL("SAVEPOINT {}").format(sql.Identifier(SAVEPOINT_NAME))
 _RELEASE = sql.SQL("RELEASE SAVEPOINT {}").format(sql.Identifier(SAVEPOINT_NAME))
 _ROLLBACK_TO = sql.SQL("ROLLBACK TO SAVEPOINT {}").format(sql.Identifier(SAVEPOINT_NAME))
+
+
+def with_parameters(statement: sql.Composable, params: dict[str, Any] | None) -> sql.SQL:
+    """``statement`` as text for psycopg to run with ``params``: every ``%`` doubled but
+    those of its own placeholders, since psycopg reads ``%`` anywhere in the text as the
+    start of one (a quoted name such as ``"Emb %x"`` would otherwise fail)."""
+    text = statement.as_string(None)
+    if not params:
+        return sql.SQL(text)
+    text = text.replace("%", "%%")
+    for name in params:
+        text = text.replace(f"%%({name})s", f"%({name})s")
+    return sql.SQL(text)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One statement of the pipeline; ``search`` marks the one whose rows are the result."""
+
+    query: sql.SQL | sql.Composed
+    params: dict[str, Any] | None = None
+    search: bool = False
+
+
+def steps(wrap: Wrapping, settings: sql.Composable, settings_params: dict[str, Any] | None,
+          statement: sql.Composable | str, params: Any) -> list[Step]:
+    """The pipeline of one search, in order: what the sync and async runners both send."""
+    search = statement if isinstance(statement, str) else with_parameters(statement, params)
+    return [
+        *(Step(query) for query in wrap.before),
+        Step(with_parameters(settings, settings_params), settings_params),
+        Step(sql.SQL(search) if isinstance(search, str) else search, params, search=True),
+        *(Step(query) for query in wrap.after),
+    ]
 
 
 @dataclass(frozen=True)
