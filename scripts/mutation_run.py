@@ -160,6 +160,8 @@ TU, TN, ST = "mrl_pg/statement/tuning.py", "mrl_pg/index/tune.py", "mrl_pg/state
 BR, MIG = "mrl_pg/bench/run.py", "mrl_pg/migrate.py"
 FL, CAT, AD = "mrl_pg/statement/filters.py", "mrl_pg/schema/catalog.py", "mrl_pg/index/adopt.py"
 ADOPT, ADOPT_CLI = "tests/test_adopt.py", "tests/test_adopt_cli.py"
+ROUND_TRIPS, REAL_TABLES = "tests/test_round_trips.py", "tests/test_search_real_tables.py"
+RT = "mrl_pg/statement/round_trip.py"
 
 BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     # --- The adaptive statement and its settings (query.py) ---
@@ -181,11 +183,12 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
         "query-no-iterative-scan",
         "hnsw.iterative_scan not set: filtered searches and pools above 1000 come back short",
         Q, '("hnsw.iterative_scan", "relaxed_order"),', "", QUERY_TESTS,
+        within="def adaptive_settings_sql(",
     ),
     Mutation(
         "query-no-max-scan-tuples",
         "hnsw.max_scan_tuples not set: the caller's bound on a filtered scan is ignored",
-        Q, '("hnsw.max_scan_tuples", str(params.scan_tuples)),', "", QUERY_TESTS,
+        Q, '("hnsw.max_scan_tuples", scan_tuples),', "", QUERY_TESTS,
     ),
     Mutation(
         "query-adaptive-generic-plans",
@@ -232,15 +235,16 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "client-statement-prepared",
         "prepare=False removed: psycopg prepares repeated searches (server-side statements)",
-        C, "search.params, prepare=False)", "search.params)", CLIENT_TESTS,
-        within="def _run(",
+        C, "step.query, step.params, prepare=False)", "step.query, step.params)",
+        CLIENT_TESTS, within="def _run_once(",
     ),
     Mutation(
         "client-no-transaction",
         "sync search not in its own transaction: on a non-autocommit connection the settings "
         "outlive the search",
-        C, "conn.pipeline(), conn.transaction(), conn.cursor()",
-        "conn.pipeline(), conn.cursor()", CLIENT_TESTS, within="def _run(",
+        "mrl_pg/statement/round_trip.py",
+        'return Wrapping(before=(sql.SQL("BEGIN"),), after=(sql.SQL("COMMIT"),),',
+        'return Wrapping(before=(), after=(),', CLIENT_TESTS,
     ),
     Mutation(
         "client-exact-ignores-filter",
@@ -277,8 +281,9 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
         "orm-async-autocommit-unchecked",
         "ORM search on an autocommit connection (sync or async) runs without its own "
         "transaction: the settings do not apply to the search",
-        SS, "own = driver.autocommit and driver.info.transaction_status == "
-        "TransactionStatus.IDLE", "own = False", ORM_TESTS,
+        SS, "wrap = wrapping(conn.info.transaction_status, autocommit=conn.autocommit,",
+        "wrap = wrapping(conn.info.transaction_status, autocommit=False,", ORM_TESTS,
+        within="def _run_sync(",
     ),
     Mutation(
         "orm-no-toast-target",
@@ -450,19 +455,86 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
 )
 
 ADDED_MUTATIONS: tuple[Mutation, ...] = (
+    # --- One round trip, short walks, stale caches, the planner (issues 16 and 20) ---
+    Mutation(
+        "client-default-tuning-instead-of-the-tables",
+        "psycopg search built with DEFAULT_TUNING instead of the table's tuning row",
+        C, "settings=_settings_statement(config, True, DEFAULT_TUNING)",
+        "settings=_settings_statement(config, False, DEFAULT_TUNING)", (TUNE, ROUND_TRIPS),
+        group=ADDED,
+    ),
+    Mutation(
+        "client-tuning-read-and-or-swapped",
+        "psycopg search reads the tuning only when both oversample and ef_search are unset",
+        C, "if tuning is not None or (oversample is not None and ef_search is not None):",
+        "if tuning is not None or (oversample is not None or ef_search is not None):",
+        (TUNE, ROUND_TRIPS), within="def adaptive_search_statement(", group=ADDED,
+    ),
+    Mutation(
+        "function-no-iterative-scan",
+        "the SQL function's SET hnsw.iterative_scan turned off: pools above ef_search stop short",
+        F, "SET hnsw.iterative_scan = relaxed_order", "SET hnsw.iterative_scan = off",
+        FUNCTION_TESTS, group=ADDED,
+    ),
+    Mutation(
+        "psycopg-begin-synced-apart",
+        "psycopg's own BEGIN is left to psycopg, which syncs after it: two round trips",
+        RT, "    conn._autocommit = True\n", "", (ROUND_TRIPS,), group=ADDED,
+    ),
+    Mutation(
+        "scan-memory-not-raised",
+        "hnsw.scan_mem_multiplier not set: a 30,000 pool stops short at the default work_mem",
+        Q, '("hnsw.scan_mem_multiplier", SCAN_MEMORY_RULE.sql(scan_tuples)),', "",
+        (REAL_TABLES,), group=ADDED,
+    ),
+    Mutation(
+        "short-walk-kept",
+        "a walk that came back short of k is not replaced by the exact answer",
+        Q, "    SELECT {key}, distance FROM missed\n", "    SELECT {key}, distance FROM missed "
+        "WHERE false\n", (REAL_TABLES, SEARCH), group=ADDED,
+    ),
+    Mutation(
+        "orm-short-walk-kept",
+        "an ORM walk that came back short of k is not replaced by the exact answer",
+        "mrl_pg/sqlalchemy/_target.py",
+        "        select(*(missed.c[n] for n in names), missed.c.distance),",
+        "        select(*(missed.c[n] for n in names), missed.c.distance).where(short & ~short),",
+        (REAL_TABLES,), group=ADDED,
+    ),
+    Mutation(
+        "planner-bitmap-on-adopted",
+        "adopted tables keep bitmap scans: a 20% filter at pool 160 sorts 6,000 TOASTed rows",
+        Q, 'bitmap: Value = "off" if config.prefix_column is None else',
+        'bitmap: Value = "on" if config.prefix_column is None else', (REAL_TABLES,),
+        group=ADDED,
+    ),
+    Mutation(
+        "orm-stale-prefix-unchecked",
+        "a pooled ORM connection never checks the prefix index it read (stale after re-adoption)",
+        "mrl_pg/sqlalchemy/_target.py",
+        "    if target.index_definition is None or target.config is None:\n        return None",
+        "    return None", (REAL_TABLES,), group=ADDED,
+    ),
+    Mutation(
+        "missing-tuning-table-not-retried",
+        "a search after mrl_pg_tuning went away (a downgrade) fails instead of using the defaults",
+        C, "if search.without_tuning is None or not _missing_tuning(exc):", "if True:",
+        (REAL_TABLES,), within="def _run(conn", group=ADDED,
+    ),
     Mutation(
         "client-settings-not-restored-in-transaction",
         "a sync search inside the caller's transaction leaves its HNSW/exact settings behind "
-        "(RESTORE_SETTINGS_SQL not run)",
-        C, "settings.execute(RESTORE_SETTINGS_SQL, restore, prepare=False)", "pass",
-        CLIENT_TESTS, within="def _run(", group=ADDED,
+        "(restore_settings_sql not sent)",
+        "mrl_pg/statement/round_trip.py",
+        "restore = (restore_settings_sql(setting_names),) if setting_names else ()",
+        "restore = ()", CLIENT_TESTS, group=ADDED,
     ),
     Mutation(
         "orm-settings-not-restored-in-transaction",
         "an ORM search in the session's transaction leaves its settings behind "
-        "(RESTORE_SETTINGS_SQL not run)",
-        SS, '_run_plain(connection, RESTORE_SETTINGS_SQL, {"names": state["names"], '
-        '"old": state["old"]})', "pass", ORM_TESTS, group=ADDED,
+        "(it commits a session's transaction it did not open, settings kept for the rest)",
+        SS, "keep_transaction=True)", "keep_transaction=False)", ORM_TESTS,
+        within="def _run_sync(", group=ADDED,
     ),
     Mutation(
         "compat-accepts-pgvector-0.7",
@@ -508,19 +580,26 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
         "client-ignores-tuning",
         "psycopg search never reads the table's mrl_pg_tuning row (statement built with the "
         "defaults)",
-        C, "    if oversample is not None and ef_search is not None:\n        return statement",
-        "    return statement", (TUNE,), within="def _adaptive(", group=ADDED,
+        C, "    if tuning is not None or (oversample is not None and ef_search is not None):\n"
+        "        return untuned", "    if True:\n        return untuned", (TUNE, ROUND_TRIPS),
+        within="def adaptive_search_statement(", group=ADDED,
     ),
     Mutation(
         "orm-search-ignores-tuning",
-        "ORM search does not read the table's tuning (load_tuning skipped)",
-        S, "tuning = load_tuning(psycopg_driver(driver, psycopg.Connection), target.described)",
-        "psycopg_driver(driver, psycopg.Connection)", (TUNE,), group=ADDED,
+        "ORM search does not read the table's tuning (the untuned settings always)",
+        "mrl_pg/sqlalchemy/_target.py",
+        "    if tuning is not None or (oversample is not None and ef_search is not None):\n"
+        "        return untuned", "    if True:\n        return untuned", (TUNE, ROUND_TRIPS),
+        group=ADDED,
     ),
     Mutation(
         "orm-async-search-ignores-tuning",
-        "async ORM search does not read the table's tuning (load_tuning_async skipped)",
-        S, "tuning = await load_tuning_async(", "_ = (", (TUNE,), group=ADDED,
+        "an ORM search reads the tuning only when both oversample and ef_search are unset "
+        "(and for or)",
+        "mrl_pg/sqlalchemy/_target.py",
+        "if tuning is not None or (oversample is not None and ef_search is not None):",
+        "if tuning is not None or (oversample is not None or ef_search is not None):",
+        (TUNE, ROUND_TRIPS), group=ADDED,
     ),
     Mutation(
         "function-ignores-tuned-row",
@@ -615,8 +694,8 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "adopt-where-dropped-from-candidates",
         "column filters are left out of the candidate scan: rows of other authors come back",
-        Q, 'where=_where(config, filter, where, "\\n    "),',
-        'where=_where(config, filter, None, "\\n    "),', (ADOPT,), group=ADDED,
+        Q, "        where=where_sql,", '        where=_where(config, filter, None, "\\n    "),',
+        (ADOPT,), group=ADDED,
     ),
     Mutation(
         "adopt-join-on-first-key-column",
