@@ -22,6 +22,7 @@ __all__ = [
     "MAX_FULL_DIM",
     "MAX_PREFIX_DIM",
     "validate_identifier",
+    "validate_table_name",
     "column_name",
     "ColumnType",
     "EMBEDDING_TYPES",
@@ -106,6 +107,21 @@ def validate_identifier(name: str, *, what: str = "name", max_length: int = 63) 
     return name
 
 
+def validate_table_name(name: str, *, what: str = "table name") -> str:
+    """The name of a table someone else made, as it is in the catalog: mixed case
+    (``"CamelProducts"``) and other names that need quoting are taken and always
+    quoted. Refused: NUL, ``$`` (the SQL function's body is dollar-quoted) and names
+    too long to derive the index name from."""
+    if not isinstance(name, str) or not name or "\0" in name or "$" in name:
+        raise InvalidIdentifierError(
+            f"invalid {what} {name!r}: a table name without NUL or $ is needed")
+    if len(name.encode()) > MAX_TABLE_NAME:
+        raise InvalidIdentifierError(
+            f"invalid {what} {name!r}: {len(name.encode())} bytes, at most {MAX_TABLE_NAME} "
+            "allowed (the index name adds to it)")
+    return name
+
+
 @dataclass(frozen=True)
 class TableConfig:
     """Settings of one MRL table.
@@ -135,7 +151,10 @@ class TableConfig:
     adopted: bool = False
 
     def __post_init__(self) -> None:
-        validate_identifier(self.name, what="table name", max_length=MAX_TABLE_NAME)
+        if self.adopted:
+            validate_table_name(self.name)
+        else:
+            validate_identifier(self.name, what="table name", max_length=MAX_TABLE_NAME)
         if self.schema is not None:
             validate_identifier(self.schema, what="schema name")
         self._check_columns()

@@ -383,8 +383,13 @@ def test_release_drops_the_index_and_the_function_and_leaves_the_rows(
     gone = adopted.invoke("search", "--vector", query_file(tmp_path, adopted.vectors[0]),
                           "--table", "articles")
     one_line_error(gone, "adopt it first")
+    # A second release (a retried deploy script) has nothing to do, and says so.
     again = adopted.invoke("adopt", "--release", "articles")
-    one_line_error(again, "adopt it first")
+    assert again.exit_code == 0, again.output
+    assert again.stdout == (f"{adopted.schema}.articles: nothing adopted (no index "
+                            "articles_embedding_prefix_hnsw, no function mrl_search_articles); "
+                            "nothing to release\n")
+    assert checksum(conn, adopted.schema) == before
 
 
 def test_every_adopt_option_has_help_text() -> None:

@@ -15,11 +15,13 @@ from mrl_pg.config import (
     DEFAULT_HNSW_M,
     TableConfig,
     validate_identifier,
+    validate_table_name,
 )
 from mrl_pg.db import connect
 from mrl_pg.errors import InvalidConfigError
 from mrl_pg.index.adopt import adopt_table, release_table
-from mrl_pg.schema.catalog import describe_table, table_config
+from mrl_pg.schema.catalog import CLI, describe_existing_table, describe_table
+from mrl_pg.schema.search_function import SEARCH_FUNCTION_ARGS
 
 
 def _columns(text: str | None, option: str) -> tuple[str, ...] | None:
@@ -75,27 +77,18 @@ def adopt(table: str, embedding: str | None, prefix_dim: int | None, schema: str
     function. Afterwards search, index and ingest take just --table TABLE.
     `mrl-pg adopt --release TABLE` removes both again.
     """
-    validate_identifier(table, what="table name")
+    validate_table_name(table)
     if schema is not None:
         validate_identifier(schema, what="schema name")
     with connect(dsn, autocommit=True) as conn:
         if release:
-            config = describe_table(conn, table, schema=schema)
-            if not config.adopted:
-                raise InvalidConfigError(
-                    f"{config.qualified_name} is a table mrl_pg created, not an adopted one: "
-                    "there is nothing to release")
-            dropped = release_table(conn, config)
-            click.echo(f"released {config.qualified_name}: function "
-                       f"{config.search_function_name} dropped, index {config.hnsw_index_name} "
-                       + ("dropped" if dropped else "was not there") + "; rows untouched")
+            _release(conn, table, schema)
             return
-        config = table_config(
+        config = describe_existing_table(
             conn, table, embedding=embedding, prefix_dim=prefix_dim, schema=schema,
             key=_columns(key, "--key"), columns=_columns(columns, "--columns"),
             metadata=metadata, tenant=tenant, hnsw_m=hnsw_m,
-            hnsw_ef_construction=hnsw_ef_construction)
-        _refuse_a_different_prefix(conn, config)
+            hnsw_ef_construction=hnsw_ef_construction, spelling=CLI)
         bar = IndexProgressBar() if sys.stderr.isatty() else None
         try:
             report = adopt_table(conn, config, maintenance_work_mem=maintenance_work_mem,
@@ -111,22 +104,34 @@ def adopt(table: str, embedding: str | None, prefix_dim: int | None, schema: str
         click.echo(f"  {line}")
 
 
-def _refuse_a_different_prefix(conn: psycopg.Connection[Any], config: TableConfig) -> None:
-    # A valid index is kept as it is, so a second adoption with another embedding
-    # column or prefix would leave a function the index cannot serve.
+def _release(conn: psycopg.Connection[Any], table: str, schema: str | None) -> None:
+    # Releasing needs nothing but the names; a table with nothing adopted is a no-op,
+    # so a second `--release` (a retried deploy script) succeeds.
+    names = TableConfig(table, full_dim=2, prefix_dim=1, schema=schema, prefix_column=None,
+                        adopted=True)
     try:
-        recorded = describe_table(conn, config.name, schema=config.schema)
+        described = describe_table(conn, table, schema=schema, spelling=CLI)
     except InvalidConfigError:
+        described = None
+    if described is not None and not described.adopted:
+        raise InvalidConfigError(
+            f"{described.qualified_name} is a table mrl_pg created, not an adopted one: "
+            "there is nothing to release")
+    config = described or names
+    function = conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (
+        config.qualified(config.search_function_name).as_string(conn)
+        + f"({SEARCH_FUNCTION_ARGS})",)).fetchone()
+    had_function = bool(function and function[0])
+    dropped = release_table(conn, config)
+    if not (dropped or had_function):
+        click.echo(f"{config.qualified_name}: nothing adopted (no index "
+                   f"{config.hnsw_index_name}, no function {config.search_function_name}); "
+                   "nothing to release")
         return
-    if not recorded.adopted:
-        raise InvalidConfigError(
-            f"{config.qualified_name} is a table mrl_pg created: it has its own prefix "
-            "index and needs no adoption")
-    if (recorded.embedding_column, recorded.prefix_dim) != (
-            config.embedding_column, config.prefix_dim):
-        raise InvalidConfigError(
-            f"{config.qualified_name} is already adopted with a {recorded.prefix_dim}-dimension "
-            f"prefix of {recorded.embedding_column!r}; release it first "
-            f"(mrl-pg adopt --release {config.name}) to adopt it with a "
-            f"{config.prefix_dim}-dimension prefix of {config.embedding_column!r}")
+    click.echo(f"released {config.qualified_name}: function {config.search_function_name} "
+               + ("dropped" if had_function else "was not there") + f", index "
+               f"{config.hnsw_index_name} " + ("dropped" if dropped else "was not there")
+               + "; rows untouched")
+
+
 COMMANDS = [adopt]

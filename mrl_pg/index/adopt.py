@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 
 from mrl_pg.config import TableConfig
-from mrl_pg.errors import DatabaseError
+from mrl_pg.errors import DatabaseError, InvalidConfigError
 from mrl_pg.index.build import (
     IndexBuildReport,
     IndexProgress,
@@ -31,8 +31,7 @@ from mrl_pg.index.build import (
     drop_hnsw_index,
     index_status,
 )
-from mrl_pg.schema.adoption import adopt_ddl, release_ddl, require_adopted
-from mrl_pg.schema.tables import pgvector_check_ddl
+from mrl_pg.schema.adoption import ADOPTION_REFUSED, adopt_ddl, release_ddl
 
 __all__ = [
     "AdoptReport",
@@ -71,17 +70,29 @@ def adopt_table(
     """Add adaptive search to an existing table without blocking its writers (idempotent).
 
     The prefix index is built ``CONCURRENTLY`` (a leftover of a crashed build
-    is dropped first); a valid index already there is kept. Then the search
-    function is created or replaced. ``conn`` must not be inside a transaction.
+    is dropped first); a valid index already there is kept, and one holding
+    another prefix (another size or column) is refused with
+    :class:`~mrl_pg.errors.InvalidConfigError`: release the table first. Then the
+    search function is created or replaced; when its result columns changed
+    (the table's columns did, or ``columns``), it is dropped and created in one
+    transaction, keeping the roles' ``EXECUTE`` privileges. ``conn`` must not be
+    inside a transaction.
+
+    What an earlier adoption recorded (key, returned columns, metadata and tenant
+    columns, embedding and prefix) is what :func:`~mrl_pg.table_config` takes for
+    every argument left out, so adopting again keeps it.
 
     >>> articles = table_config(conn, "articles", embedding="embedding")  # doctest: +SKIP
     >>> adopt_table(conn, articles)  # doctest: +SKIP
     """
-    require_adopted(config)
+    ddl = adopt_ddl(config)
     try:
         with conn.transaction():
-            conn.execute(pgvector_check_ddl())
+            for statement in ddl.before:
+                conn.execute(statement)
     except psycopg.Error as exc:
+        if exc.sqlstate == ADOPTION_REFUSED:
+            raise InvalidConfigError(str(exc.diag.message_primary)) from exc
         raise DatabaseError(f"cannot adopt {config.qualified_name}: {exc}") from exc
     status = index_status(conn, config)
     report = None
@@ -91,7 +102,7 @@ def adopt_table(
                                   on_progress=on_progress)
     try:
         with conn.transaction():
-            for statement in adopt_ddl(config).after:
+            for statement in ddl.after:
                 conn.execute(statement)
     except psycopg.Error as exc:
         raise DatabaseError(

@@ -9,15 +9,20 @@ from typing import Any
 
 from psycopg import sql
 
-from mrl_pg.config import TableConfig
+from mrl_pg.config import TableConfig, column_name
 from mrl_pg.errors import InvalidConfigError
-from mrl_pg.schema.search_function import drop_search_function_ddl, search_function_ddl
-from mrl_pg.schema.tables import forget_tuning_ddl, pgvector_check_ddl, tuning_table_ddl
+from mrl_pg.schema.search_function import (
+    SEARCH_FUNCTION_ARGS,
+    drop_search_function_ddl,
+    search_function_ddl,
+)
+from mrl_pg.schema.tables import forget_tuning_ddl, pgvector_check_ddl, render, tuning_table_ddl
 from mrl_pg.statement.prefix import hnsw_index_ddl
 
 __all__ = [
     "AdoptionDDL", "adopt_ddl", "release_ddl", "require_adopted", "adoption_comment",
-    "adoption_comment_ddl", "adoption_choices",
+    "adoption_comment_ddl", "adoption_choices", "ADOPTION_REFUSED", "same_index_ddl",
+    "replace_search_function_ddl", "indexed_expression",
 ]
 
 
@@ -42,11 +47,119 @@ def adopt_ddl(config: TableConfig) -> AdoptionDDL:
     """What adopting ``config``'s table runs (Alembic's operation emits exactly these)."""
     require_adopted(config)
     return AdoptionDDL(
-        before=[pgvector_check_ddl()],
+        before=[pgvector_check_ddl(), same_index_ddl(config)],
         concurrent=[hnsw_index_ddl(config, concurrently=True, if_not_exists=True)],
         after=[adoption_comment_ddl(config), *tuning_table_ddl(config),
-               search_function_ddl(config)],
+               replace_search_function_ddl(config)],
     )
+
+
+# SQLSTATE of the refusal below (a class 55 "object not in prerequisite state" code of
+# mrl_pg's own): adopt_table turns it into an InvalidConfigError with the same message.
+ADOPTION_REFUSED = "55MR1"
+
+
+def indexed_expression(config: TableConfig) -> str:
+    """The prefix index's expression as ``pg_get_expr`` prints it (tests hold the two equal)."""
+    column, p = render(column_name(config.embedding_column)), config.prefix_dim
+    return f"(l2_normalize(subvector({column}, 1, {p})))::halfvec({p})"
+
+
+def same_index_ddl(config: TableConfig) -> sql.Composed:
+    """A ``DO`` block that stops an adoption whose prefix index is already there but holds
+    another prefix (another size, or of another column), or that is mrl_pg's own table.
+
+    ``CREATE INDEX ... IF NOT EXISTS`` would keep such an index, and the new search
+    function, ordering by an expression no index holds, would sort the whole table on
+    every call. The message names the prefix there, the one asked for and the ways out.
+    """
+    name = config.name
+    shown = config.qualified_name
+    return sql.SQL(
+        """DO $mrl_pg_same_index$
+DECLARE
+    expr text;
+    found boolean;
+BEGIN
+    SELECT true, pg_get_expr(i.indexprs, i.indrelid) INTO found, expr
+    FROM pg_index AS i
+    WHERE i.indexrelid = to_regclass({index}) AND i.indrelid = to_regclass({table})
+      AND i.indisvalid;
+    IF found AND expr IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = {code}, MESSAGE = {shown}
+            || ' is a table mrl_pg created: it has its own prefix index and needs no adoption';
+    END IF;
+    IF found AND expr IS DISTINCT FROM {expected} THEN
+        RAISE EXCEPTION USING ERRCODE = {code}, MESSAGE = {shown}
+            || ' is already adopted with a '
+            || coalesce((regexp_match(expr, {dims_pattern}))[1], '?')
+            || '-dimension prefix index (' || expr || '), not the ' || {p}
+            || '-dimension prefix of ' || {column} || ' asked for: keeping that index would '
+            || 'leave a search function no index serves (every call would sort the whole '
+            || 'table); release it first (mrl-pg adopt --release ' || {name}
+            || ', or release_table in Python or Alembic), then adopt it again';
+    END IF;
+END
+$mrl_pg_same_index$""").format(
+        index=sql.Literal(render(config.qualified(config.hnsw_index_name))),
+        table=sql.Literal(render(config.table)),
+        code=sql.Literal(ADOPTION_REFUSED),
+        dims_pattern=sql.Literal(r"::halfvec\((\d+)\)$"),
+        shown=sql.Literal(shown),
+        expected=sql.Literal(indexed_expression(config)),
+        p=sql.Literal(str(config.prefix_dim)),
+        column=sql.Literal(repr(config.embedding_column)),
+        name=sql.Literal(name),
+    )
+
+
+def replace_search_function_ddl(config: TableConfig) -> sql.Composed:
+    """Create or replace the table's search function; when its ``RETURNS TABLE`` changed
+    (a column added or dropped, other returned columns), drop and create it instead, in
+    the same transaction, granting ``EXECUTE`` again to every role that had it.
+
+    ``CREATE OR REPLACE`` cannot change a function's result type ("cannot change return
+    type of existing function"). A dropped function loses its privileges, so they are
+    read from ``pg_proc.proacl`` first and given back: each grantee's ``EXECUTE`` (with
+    grant option if it had one), and ``PUBLIC``'s taken away if it had been revoked.
+    """
+    create = render(search_function_ddl(config))
+    signature = render(config.qualified(config.search_function_name)) + (
+        f"({SEARCH_FUNCTION_ARGS})")
+    return sql.SQL(
+        """DO $mrl_pg_replace$
+DECLARE
+    fn regprocedure := to_regprocedure({signature});
+    acl aclitem[];
+    grant_row record;
+BEGIN
+    IF fn IS NULL THEN
+        EXECUTE {create};
+        RETURN;
+    END IF;
+    SELECT p.proacl INTO acl FROM pg_proc AS p WHERE p.oid = fn;
+    BEGIN
+        EXECUTE {create};
+    EXCEPTION WHEN invalid_function_definition THEN
+        -- Another result type: drop and create, then give the privileges back.
+        EXECUTE format('DROP FUNCTION %s', fn);
+        EXECUTE {create};
+        fn := to_regprocedure({signature});
+        IF acl IS NOT NULL THEN
+            EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
+            FOR grant_row IN
+                SELECT a.grantee, a.is_grantable FROM aclexplode(acl) AS a
+                WHERE a.privilege_type = 'EXECUTE'
+            LOOP
+                EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s%s', fn,
+                    CASE WHEN grant_row.grantee = 0 THEN 'PUBLIC'
+                         ELSE grant_row.grantee::regrole::text END,
+                    CASE WHEN grant_row.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+            END LOOP;
+        END IF;
+    END;
+END
+$mrl_pg_replace$""").format(signature=sql.Literal(signature), create=sql.Literal(create))
 
 
 def release_ddl(config: TableConfig) -> AdoptionDDL:
@@ -64,9 +177,15 @@ _COMMENT_PREFIX = "mrl_pg adopted: "
 
 
 def adoption_comment(config: TableConfig) -> str:
-    """The comment adopting puts on the prefix index: the description's own choices as JSON."""
+    """The comment adopting puts on the prefix index: the description's own choices as JSON.
+
+    ``columns`` is null when the search returns every column but the vectors (the
+    default): adopting again after ``ALTER TABLE ... ADD COLUMN`` then returns the new
+    column too, while columns named on purpose stay as named."""
+    every = tuple(c[0] for c in config.column_types or ())
+    columns = None if config.returned_columns == every else list(config.returned_columns)
     return _COMMENT_PREFIX + json.dumps({
-        "key": list(config.key), "columns": list(config.returned_columns),
+        "key": list(config.key), "columns": columns,
         "metadata": config.metadata_column, "tenant": config.tenant_column})
 
 
