@@ -45,7 +45,7 @@ from psycopg import sql
 
 from mrl_pg.config import DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, TableConfig
 from mrl_pg.errors import InvalidConfigError
-from mrl_pg.schema.adoption import adopt_ddl, release_ddl
+from mrl_pg.schema.adoption import ADOPTION_REFUSED, adopt_ddl, release_ddl
 from mrl_pg.schema.catalog import table_config
 from mrl_pg.schema.install import create_ddl, drop_ddl
 from mrl_pg.schema.search_function import drop_search_function_ddl, search_function_ddl
@@ -120,6 +120,11 @@ def adopt_table(
     and builds anew, while a valid index is kept. Memory for a large table:
     ``op.execute("SET maintenance_work_mem = '4GB'")`` first. Returns the description.
 
+    Adopting again keeps what the earlier adoption recorded for every argument left
+    out; an index already there with another prefix (size or column) is refused,
+    naming both (release the table in an earlier revision first); a search function
+    whose result columns changed is dropped and created again with its grants.
+
     >>> def upgrade() -> None:  # doctest: +SKIP
     ...     adopt_table("articles", embedding="embedding", prefix_dim=256)
     """
@@ -145,7 +150,15 @@ def adopt_table(
             schema=schema, key=key, columns=columns, metadata=metadata, tenant=tenant,
             hnsw_m=hnsw_m, hnsw_ef_construction=hnsw_ef_construction)
     ddl = adopt_ddl(config)
-    _execute(ddl.before)
+    try:
+        _execute(ddl.before)
+    except sa.exc.DBAPIError as exc:
+        # The same refusal as mrl_pg.index.adopt.adopt_table's: another prefix, or
+        # mrl_pg's own table (offline, the DO block stops the script with this message).
+        orig = exc.orig
+        if isinstance(orig, psycopg.Error) and orig.sqlstate == ADOPTION_REFUSED:
+            raise InvalidConfigError(str(orig.diag.message_primary)) from exc
+        raise
     # IF NOT EXISTS would keep a crashed build's invalid index for good.
     crashed = not context.as_sql and _index_is_invalid(config)
     with context.autocommit_block():
