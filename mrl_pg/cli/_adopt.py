@@ -73,9 +73,12 @@ def adopt(table: str, embedding: str | None, prefix_dim: int | None, schema: str
 
     Builds an HNSW index on the re-normalized prefix of the embedding column
     (CREATE INDEX CONCURRENTLY: writers carry on) and the search function
-    mrl_search_TABLE. Running it again keeps a valid index and refreshes the
-    function. Afterwards search, index and ingest take just --table TABLE.
-    `mrl-pg adopt --release TABLE` removes both again.
+    mrl_search_TABLE. Running it again keeps a valid index, keeps what the last
+    adoption recorded for every option left out (key, columns, metadata,
+    tenant, embedding, prefix) and recreates the function, grants kept, after
+    the table's columns changed; another --prefix-dim or --embedding is refused
+    (release first). Afterwards search, index and ingest take just --table
+    TABLE. `mrl-pg adopt --release TABLE` removes both again.
     """
     validate_table_name(table)
     if schema is not None:
