@@ -107,17 +107,22 @@ def validate_identifier(name: str, *, what: str = "name", max_length: int = 63) 
     return name
 
 
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
 def validate_table_name(name: str, *, what: str = "table name") -> str:
-    """The name of a table someone else made, as it is in the catalog: mixed case
-    (``"CamelProducts"``) and other names that need quoting are taken and always
-    quoted. Refused: NUL, ``$`` (the SQL function's body is dollar-quoted) and names
-    too long to derive the index name from."""
-    if not isinstance(name, str) or not name or "\0" in name or "$" in name:
+    """The name of a table someone else made, as it is in the catalog: letters of either
+    case (``CamelProducts``, as Prisma or EF name tables), digits and underscores, always
+    quoted in SQL. Unlike :func:`validate_identifier`, upper case and reserved words
+    (``"Order"``, ``"user"``) are taken; anything else is refused, and so are names too
+    long to derive the index name from."""
+    if not isinstance(name, str) or not _TABLE_NAME.match(name):
         raise InvalidIdentifierError(
-            f"invalid {what} {name!r}: a table name without NUL or $ is needed")
-    if len(name.encode()) > MAX_TABLE_NAME:
+            f"invalid {what} {name!r}: use letters, digits and underscores, starting with a "
+            "letter or underscore")
+    if len(name) > MAX_TABLE_NAME:
         raise InvalidIdentifierError(
-            f"invalid {what} {name!r}: {len(name.encode())} bytes, at most {MAX_TABLE_NAME} "
+            f"invalid {what} {name!r}: {len(name)} characters, at most {MAX_TABLE_NAME} "
             "allowed (the index name adds to it)")
     return name
 

@@ -73,7 +73,7 @@ def test_search_json_exact_and_filtered(small_table):
         (["--filter", "[1]"], "--filter must be a JSON object"),
         (["--filter", "{bad"], "--filter is not valid JSON"),
         (["-k", "0"], "k must be between 1 and 1000"),
-        (["--table", "bad$name"], "invalid table name"),
+        (["--table", "Bad Name"], "invalid table name"),
     ],
 )
 def test_search_errors_are_one_line_without_traceback(small_table, extra, message):

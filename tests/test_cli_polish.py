@@ -70,8 +70,12 @@ def test_a_second_release_exits_0_saying_nothing_was_adopted(conn, schema, schem
     second = _invoke(schema_dsn, schema, "adopt", "--release", "items")
     assert second.exit_code == 0, second.output
     assert "nothing adopted" in second.stdout and "nothing to release" in second.stdout
-    never = _invoke(schema_dsn, schema, "adopt", "--release", "items")
-    assert never.exit_code == 0 and never.stdout == second.stdout
+    conn.execute(f"CREATE TABLE never (n int PRIMARY KEY, embedding vector({DIM}))")
+    never = _invoke(schema_dsn, schema, "adopt", "--release", "never")
+    assert never.exit_code == 0, never.output
+    assert never.stdout == second.stdout.replace("items", "never")
+    _one_line_error(_invoke(schema_dsn, schema, "adopt", "--release", "nowhere"),
+                    f"table {schema}.nowhere does not exist")
     assert conn.execute("SELECT count(*) FROM items").fetchone() == (200,)
 
 

@@ -96,8 +96,9 @@ def _alembic(schema_dsn: str) -> Iterator[None]:
 
 # --- 4. another prefix size -------------------------------------------------------------
 
-REFUSED = ("is already adopted with a 8-dimension prefix index", "not the 4-dimension prefix "
-           "of 'embedding' asked for", "release it first (mrl-pg adopt --release items")
+REFUSED = ("is already adopted with a 8-dimension prefix of 'embedding'; release it first "
+           "(mrl-pg adopt --release items", "to adopt it with a 4-dimension prefix of "
+           "'embedding': keeping that index would leave a search function no index serves")
 
 
 def _assert_still_prefix_8(conn: psycopg.Connection[Any]) -> None:
@@ -126,7 +127,8 @@ def test_the_library_refuses_a_prefix_of_another_column(conn):
     conn.execute(f"ALTER TABLE items ADD COLUMN other vector({DIM})")
     conn.execute("UPDATE items SET other = embedding")
     adopt_table(conn, table_config(conn, "items", prefix_dim=8))
-    with pytest.raises(InvalidConfigError, match="not the 8-dimension prefix of 'other'"):
+    with pytest.raises(InvalidConfigError,
+                       match="to adopt it with a 8-dimension prefix of 'other'"):
         adopt_table(conn, table_config(conn, "items", embedding="other", prefix_dim=8))
     _assert_still_prefix_8(conn)
 

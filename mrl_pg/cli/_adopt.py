@@ -112,9 +112,13 @@ def _release(conn: psycopg.Connection[Any], table: str, schema: str | None) -> N
     # so a second `--release` (a retried deploy script) succeeds.
     names = TableConfig(table, full_dim=2, prefix_dim=1, schema=schema, prefix_column=None,
                         adopted=True)
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                          (names.table.as_string(conn),)).fetchone()
+    if not (exists and exists[0]):
+        raise InvalidConfigError(f"table {names.qualified_name} does not exist")
     try:
         described = describe_table(conn, table, schema=schema, spelling=CLI)
-    except InvalidConfigError:
+    except InvalidConfigError:  # never adopted, released, or changed since: names will do
         described = None
     if described is not None and not described.adopted:
         raise InvalidConfigError(

@@ -80,6 +80,7 @@ def same_index_ddl(config: TableConfig) -> sql.Composed:
 DECLARE
     expr text;
     found boolean;
+    parts text[];
 BEGIN
     SELECT true, pg_get_expr(i.indexprs, i.indrelid) INTO found, expr
     FROM pg_index AS i
@@ -90,21 +91,22 @@ BEGIN
             || ' is a table mrl_pg created: it has its own prefix index and needs no adoption';
     END IF;
     IF found AND expr IS DISTINCT FROM {expected} THEN
+        parts := regexp_match(expr, {pattern});
         RAISE EXCEPTION USING ERRCODE = {code}, MESSAGE = {shown}
-            || ' is already adopted with a '
-            || coalesce((regexp_match(expr, {dims_pattern}))[1], '?')
-            || '-dimension prefix index (' || expr || '), not the ' || {p}
-            || '-dimension prefix of ' || {column} || ' asked for: keeping that index would '
-            || 'leave a search function no index serves (every call would sort the whole '
-            || 'table); release it first (mrl-pg adopt --release ' || {name}
-            || ', or release_table in Python or Alembic), then adopt it again';
+            || ' is already adopted with a ' || coalesce(parts[2], '?')
+            || '-dimension prefix of ' || quote_literal(coalesce(parts[1], expr))
+            || '; release it first (mrl-pg adopt --release ' || {name}
+            || ', or release_table in Python or Alembic) to adopt it with a ' || {p}
+            || '-dimension prefix of ' || {column} || ': keeping that index would leave a '
+            || 'search function no index serves (every call would sort the whole table)';
     END IF;
 END
 $mrl_pg_same_index$""").format(
         index=sql.Literal(render(config.qualified(config.hnsw_index_name))),
         table=sql.Literal(render(config.table)),
         code=sql.Literal(ADOPTION_REFUSED),
-        dims_pattern=sql.Literal(r"::halfvec\((\d+)\)$"),
+        pattern=sql.Literal(
+            r"^\(l2_normalize\(subvector\((.+), 1, (\d+)\)\)\)::halfvec\(\d+\)$"),
         shown=sql.Literal(shown),
         expected=sql.Literal(indexed_expression(config)),
         p=sql.Literal(str(config.prefix_dim)),
