@@ -685,6 +685,14 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
         "columns = list(config.returned_columns) if True else", (READOPT,), group=ADDED,
     ),
     Mutation(
+        "readopt-rebuild-drops-the-old-index-first",
+        "a rebuild drops the old index before building the new one: searches sort the "
+        "whole table meanwhile",
+        ADN, "concurrent=[drop(new), drop(old), create],",
+        "concurrent=[drop(new), drop(old), drop(config.hnsw_index_name), create],",
+        (READOPT,), group=ADDED,
+    ),
+    Mutation(
         "readopt-dropped-column-unnoticed",
         "a column dropped under the adoption is not named: searches fail with "
         "'column t.price does not exist' and no repair command",

@@ -98,7 +98,9 @@ def _alembic(schema_dsn: str) -> Iterator[None]:
 
 REFUSED = ("is already adopted with a 8-dimension prefix of 'embedding'; release it first "
            "(mrl-pg adopt --release items", "to adopt it with a 4-dimension prefix of "
-           "'embedding': keeping that index would leave a search function no index serves")
+           "'embedding', or rebuild it in place without a moment unindexed (mrl-pg adopt "
+           "items --rebuild, or rebuild=True): keeping that index would leave a search "
+           "function no index serves")
 
 
 def _assert_still_prefix_8(conn: psycopg.Connection[Any]) -> None:
@@ -338,3 +340,78 @@ def test_an_undimensioned_vector_column_is_refused_naming_the_alter_that_fixes_i
     conn.execute("""DELETE FROM "Loose" WHERE id = 3""")
     conn.execute('ALTER TABLE "Loose" ALTER COLUMN "Vec" TYPE vector(3)')  # the fix, as named
     assert table_config(conn, "Loose", embedding="Vec", prefix_dim=2).full_dim == 3
+
+
+# --- 4b. or rebuild in place, never unindexed -------------------------------------------
+
+_COVERED = """
+SELECT (regexp_match(p.prosrc, 'subvector\\("embedding", 1, (\\d+)\\)'))[1],
+       array(SELECT (regexp_match(pg_get_expr(i.indexprs, i.indrelid),
+                                  'subvector\\(embedding, 1, (\\d+)\\)'))[1]
+             FROM pg_index AS i WHERE i.indrelid = 'items'::regclass AND i.indisvalid
+               AND i.indexprs IS NOT NULL)
+FROM pg_proc AS p WHERE p.proname = 'mrl_search_items'
+"""
+
+
+def _assert_rebuilt_to_4(conn: psycopg.Connection[Any]) -> None:
+    assert _expression(conn, "items_embedding_prefix_hnsw") == (
+        "(l2_normalize(subvector(embedding, 1, 4)))::halfvec(4)")
+    assert conn.execute(_COVERED).fetchone() == ("4", ["4"])  # one index, no leftovers
+    config = table_config(conn, "items")
+    assert config.prefix_dim == 4
+    assert [r.id for r in search(conn, config, VECTORS[7], k=1)] == [7]
+
+
+def test_rebuild_swaps_index_and_function_with_no_moment_unindexed(conn, schema_dsn):
+    """A watcher reads, in one catalog snapshot at a time, the prefix the search function
+    orders by and the prefixes valid indexes hold, all through the rebuild: the function's
+    prefix must always have its index."""
+    import threading
+
+    _items(conn)
+    with conn.cursor() as cur:  # enough rows that the build takes a while
+        cur.executemany("INSERT INTO items (id, ext, tenant_id, embedding) "
+                        "VALUES (%s, %s, 0, %s)",
+                        [(ROWS + i, f"x{i}", v) for i, v in enumerate(
+                            make_corpus(6000, DIM, seed=22).embeddings)])
+    adopt_table(conn, table_config(conn, "items", prefix_dim=8))
+    seen: list[tuple[str, list[str]]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        with psycopg.connect(schema_dsn, autocommit=True) as watcher:
+            while not stop.is_set():
+                row = watcher.execute(_COVERED).fetchone()
+                assert row is not None
+                seen.append((row[0], row[1]))
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        report = adopt_table(conn, table_config(conn, "items", prefix_dim=4), rebuild=True)
+    finally:
+        stop.set()
+        thread.join()
+    assert report.rebuilt and "swapped in one transaction" in report.lines()[0]
+    assert {fn for fn, _ in seen} == {"8", "4"}, seen[:3]  # the watcher saw both sides
+    uncovered = [(fn, held) for fn, held in seen if fn not in held]
+    assert uncovered == [], uncovered[:5]
+    _assert_rebuilt_to_4(conn)
+
+
+def test_rebuild_through_the_cli_and_the_alembic_op(conn, schema, schema_dsn):
+    _items(conn)
+    assert _invoke(schema_dsn, schema, "adopt", "items", "--prefix-dim", "8").exit_code == 0
+    rebuilt = _invoke(schema_dsn, schema, "adopt", "items", "--prefix-dim", "4", "--rebuild")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "rebuilt concurrently beside the old one" in rebuilt.stdout
+    _assert_rebuilt_to_4(conn)
+    # Same prefix with --rebuild: nothing to swap, the index is kept.
+    kept = _invoke(schema_dsn, schema, "adopt", "items", "--rebuild")
+    assert kept.exit_code == 0 and "already there and valid, kept" in kept.stdout, kept.output
+    with _alembic(schema_dsn):
+        mrl_alembic.adopt_table("items", prefix_dim=8, rebuild=True)
+    assert _expression(conn, "items_embedding_prefix_hnsw") == (
+        "(l2_normalize(subvector(embedding, 1, 8)))::halfvec(8)")
+    assert conn.execute(_COVERED).fetchone() == ("8", ["8"])

@@ -61,6 +61,10 @@ def _columns(text: str | None, option: str) -> tuple[str, ...] | None:
 @click.option("--maintenance-work-mem", metavar="SIZE", default=None,
               help="Memory for the index build, e.g. 2GB (default: the estimated graph "
                    "plus 25%, within a quarter of RAM).")
+@click.option("--rebuild", is_flag=True,
+              help="When the table is adopted with another --prefix-dim or --embedding: build "
+                   "the new index beside the old one and swap them, with the search "
+                   "function, in one short transaction (searches never run unindexed).")
 @click.option("--release", is_flag=True,
               help="Undo an adoption instead: drop the index, the search function and the "
                    "saved tuning; the table and its rows stay as they are.")
@@ -68,7 +72,7 @@ def _columns(text: str | None, option: str) -> tuple[str, ...] | None:
 def adopt(table: str, embedding: str | None, prefix_dim: int | None, schema: str | None,
           key: str | None, columns: str | None, metadata: str | None, tenant: str | None,
           hnsw_m: int, hnsw_ef_construction: int, maintenance_work_mem: str | None,
-          release: bool, dsn: str) -> None:
+          rebuild: bool, release: bool, dsn: str) -> None:
     """Add adaptive search to an existing TABLE without copying or rewriting it.
 
     Builds an HNSW index on the re-normalized prefix of the embedding column
@@ -95,7 +99,7 @@ def adopt(table: str, embedding: str | None, prefix_dim: int | None, schema: str
         bar = IndexProgressBar() if sys.stderr.isatty() else None
         try:
             report = adopt_table(conn, config, maintenance_work_mem=maintenance_work_mem,
-                                 on_progress=bar.update if bar else None)
+                                 on_progress=bar.update if bar else None, rebuild=rebuild)
         finally:
             if bar:
                 bar.close()

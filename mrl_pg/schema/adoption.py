@@ -4,7 +4,7 @@ the adoption's record on it, and the table's search function; and their removal.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import sql
@@ -22,7 +22,7 @@ from mrl_pg.statement.prefix import hnsw_index_ddl
 __all__ = [
     "AdoptionDDL", "adopt_ddl", "release_ddl", "require_adopted", "adoption_comment",
     "adoption_comment_ddl", "adoption_choices", "ADOPTION_REFUSED", "same_index_ddl",
-    "replace_search_function_ddl", "indexed_expression",
+    "replace_search_function_ddl", "indexed_expression", "rebuild_ddl", "side_index_name",
 ]
 
 
@@ -34,6 +34,8 @@ class AdoptionDDL:
     before: list[sql.Composed]
     concurrent: list[sql.Composed]
     after: list[sql.Composed]
+    cleanup: list[sql.Composed] = field(default_factory=list)
+    """Outside a transaction again, last (``DROP INDEX CONCURRENTLY`` of a replaced index)."""
 
 
 def require_adopted(config: TableConfig) -> None:
@@ -51,6 +53,49 @@ def adopt_ddl(config: TableConfig) -> AdoptionDDL:
         concurrent=[hnsw_index_ddl(config, concurrently=True, if_not_exists=True)],
         after=[adoption_comment_ddl(config), *tuning_table_ddl(config),
                replace_search_function_ddl(config)],
+    )
+
+
+def side_index_name(config: TableConfig, role: str) -> str:
+    """``<index>_new`` (a rebuild's index until the swap) or ``<index>_old`` (the index it
+    replaced, until dropped): at most 63 bytes, as PostgreSQL would cut it."""
+    suffix = f"_{role}"
+    base = config.hnsw_index_name.encode()[: 63 - len(suffix)].decode(errors="ignore")
+    return base + suffix
+
+
+def rebuild_ddl(config: TableConfig) -> AdoptionDDL:
+    """Adopting again with another prefix, without a moment when the search function has
+    no index to walk: the new prefix index is built beside the old one (``CONCURRENTLY``,
+    as ``_new``); then one short transaction renames the old index away (``_old``), gives
+    the new one the index's name and its record, and replaces the search function, so
+    every call before it walks the old index and every call after it the new one; last
+    the old index is dropped ``CONCURRENTLY``. Leftovers of a crashed rebuild are dropped
+    first. Renaming an index takes only a ``SHARE UPDATE EXCLUSIVE`` lock: readers and
+    writers carry on throughout."""
+    require_adopted(config)
+    new, old = side_index_name(config, "new"), side_index_name(config, "old")
+    create = hnsw_index_ddl(config, concurrently=True)
+    configured = sql.Identifier(config.hnsw_index_name)
+    parts = list(create)
+    if parts.count(configured) != 1:
+        raise InvalidConfigError(
+            f"cannot rebuild {config.hnsw_index_name}: its DDL does not name it exactly once")
+    create = sql.Composed([sql.Identifier(new) if p == configured else p for p in parts])
+
+    def drop(name: str) -> sql.Composed:
+        return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(config.qualified(name))
+
+    return AdoptionDDL(
+        before=[pgvector_check_ddl()],
+        concurrent=[drop(new), drop(old), create],
+        after=[sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
+                   config.qualified(config.hnsw_index_name), sql.Identifier(old)),
+               sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                   config.qualified(new), configured),
+               adoption_comment_ddl(config), *tuning_table_ddl(config),
+               replace_search_function_ddl(config)],
+        cleanup=[drop(old)],
     )
 
 
@@ -97,8 +142,10 @@ BEGIN
             || '-dimension prefix of ' || quote_literal(coalesce(parts[1], expr))
             || '; release it first (mrl-pg adopt --release ' || {name}
             || ', or release_table in Python or Alembic) to adopt it with a ' || {p}
-            || '-dimension prefix of ' || {column} || ': keeping that index would leave a '
-            || 'search function no index serves (every call would sort the whole table)';
+            || '-dimension prefix of ' || {column} || ', or rebuild it in place without '
+            || 'a moment unindexed (mrl-pg adopt ' || {name} || ' --rebuild, or '
+            || 'rebuild=True): keeping that index would leave a search function no index '
+            || 'serves (every call would sort the whole table)';
     END IF;
 END
 $mrl_pg_same_index$""").format(
