@@ -3,6 +3,7 @@ recorded is kept, and the search function follows the table's columns with its g
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -305,9 +306,20 @@ def test_a_mixed_case_table_is_adopted_searched_and_called_through_every_way(
                     "--table", "CamelProducts", "--json", "-k", "1")
     assert found.exit_code == 0, found.output
     assert '"id": 11' in found.stdout
-    # The index is the table's own, and the refusal and release name the table as it is.
+    # The index is the table's own; index build, ingest and tune take the name as it is.
     assert "subvector(embedding, 1, 8)" in _expression(conn,
                                                         "CamelProducts_embedding_prefix_hnsw")
+    built = _invoke(schema_dsn, schema, "index", "build", "--table", "CamelProducts")
+    assert built.exit_code == 0, built.output
+    (tmp_path / "new.jsonl").write_text(json.dumps(
+        {"id": 9001, "ext": "new", "tenant_id": 1, "embedding": [1.0] * DIM}) + "\n")
+    loaded = _invoke(schema_dsn, schema, "ingest", str(tmp_path / "new.jsonl"), "--table",
+                     "CamelProducts")
+    assert loaded.exit_code == 0 and "1 inserted" in loaded.stderr, loaded.output
+    tuned = _invoke(schema_dsn, schema, "tune", "--table", "CamelProducts", "--queries", "5",
+                    "--rounds", "1", "--oversample", "4", "--ef-search", "40", "--dry-run",
+                    "--target-recall", "0.1")
+    assert "| 4 | 40 |" in tuned.stdout, tuned.output
     released = _invoke(schema_dsn, schema, "adopt", "CamelProducts", "--release")
     assert released.exit_code == 0 and "released" in released.stdout, released.output
     # A lower-case spelling is another table, as in PostgreSQL.
