@@ -212,6 +212,20 @@ def test_table_config_reads_back_the_recorded_key_tenant_and_columns(conn):
     assert table_config(conn, "keyless", columns=["ext"]).returned_columns == ("ext",)
 
 
+def test_the_alembic_op_keeps_what_was_recorded_on_a_mixed_case_table(conn, schema_dsn):
+    _items(conn, "CamelItems")
+    with _alembic(schema_dsn):
+        mrl_alembic.adopt_table("CamelItems", prefix_dim=8, tenant="tenant_id",
+                                columns=["id", "tenant_id", "title"])
+    with _alembic(schema_dsn):
+        again = mrl_alembic.adopt_table("CamelItems")
+    assert (again.tenant_column, again.returned_columns, again.prefix_dim) == (
+        "tenant_id", ("id", "tenant_id", "title"), 8)
+    assert describe_table(conn, "CamelItems") == again
+    found = search(conn, again, VECTORS[4], k=3, tenant=1)
+    assert found[0].id == 4 and {r.tenant_id for r in found} == {1}
+
+
 # --- 6. the table changed ----------------------------------------------------------------
 
 def _returned(conn: psycopg.Connection[Any], function: str) -> list[str]:
