@@ -441,3 +441,41 @@ def test_rebuild_through_the_cli_and_the_alembic_op(conn, schema, schema_dsn):
     assert _expression(conn, "items_embedding_prefix_hnsw") == (
         "(l2_normalize(subvector(embedding, 1, 8)))::halfvec(8)")
     assert conn.execute(_COVERED).fetchone() == ("8", ["8"])
+
+
+def test_the_function_under_an_older_signature_is_replaced_and_its_grants_carried_over(conn):
+    """An mrl_pg whose search function took other arguments left one behind: adopting
+    again drops it (two overloads with defaults make a short call ambiguous) and gives its
+    EXECUTE grants to the new one; releasing drops every signature."""
+    _items(conn)
+    role = f"caller_{uuid.uuid4().hex[:8]}"
+    conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+    try:
+        conn.execute("CREATE FUNCTION mrl_search_items(query_embedding vector, "
+                     "match_count integer DEFAULT 10) RETURNS TABLE (id bigint) "
+                     "LANGUAGE sql AS 'SELECT 1::bigint'")
+        conn.execute(sql.SQL("REVOKE ALL ON FUNCTION mrl_search_items(vector, integer) "
+                             "FROM PUBLIC; GRANT EXECUTE ON FUNCTION "
+                             "mrl_search_items(vector, integer) TO {}").format(
+            sql.Identifier(role)))
+        config = table_config(conn, "items", prefix_dim=8)
+        adopt_table(conn, config)
+        signatures = [r[0] for r in conn.execute(
+            "SELECT oid::regprocedure::text FROM pg_proc WHERE proname = 'mrl_search_items'")]
+        assert signatures == ["mrl_search_items(vector,integer,integer,jsonb)"]
+        assert conn.execute("SELECT id FROM mrl_search_items(%s, 1)",
+                            (VECTORS[2],)).fetchone() == (2,)
+        assert conn.execute(
+            "SELECT has_function_privilege(%s, 'mrl_search_items(vector, integer, integer, "
+            "jsonb)', 'EXECUTE'), has_function_privilege('public', 'mrl_search_items(vector, "
+            "integer, integer, jsonb)', 'EXECUTE')", (role,)).fetchone() == (True, False)
+        from mrl_pg.index.adopt import release_table
+
+        conn.execute("CREATE FUNCTION mrl_search_items(vector) RETURNS int "
+                     "LANGUAGE sql AS 'SELECT 1'")
+        release_table(conn, config)
+        assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname = 'mrl_search_items'"
+                            ).fetchone() == (0,)
+    finally:
+        conn.execute("DROP FUNCTION IF EXISTS mrl_search_items(vector, integer, integer, jsonb)")
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
