@@ -129,14 +129,13 @@ WHERE p.oid = to_regprocedure(%(function)s)
 class Spelling:
     """How an error names the choice a caller can change: Python keywords or CLI flags."""
 
-    embedding: str = "embedding=..."
     key: str = "key=(...)"
     columns: str = "columns=(...)"
     repair: str = "mrl_pg.adopt_table(conn, mrl_pg.table_config(conn, {table!r}))"
 
 
 PYTHON = Spelling()
-CLI = Spelling(embedding="--embedding COLUMN", key="--key COL[,COL...]",
+CLI = Spelling(key="--key COL[,COL...]",
                columns="--columns COL[,COL...]", repair="mrl-pg adopt {table}")
 
 
@@ -311,7 +310,9 @@ def describe_existing_table(
             f"embedding column {embedding!r} of {shown} is {vector.type_name}, "
             "expected vector(N) or halfvec(N)")
     if vector.typmod < 1:
-        raise InvalidConfigError(_no_dimension(conn, name, shown, vector))
+        raise InvalidConfigError(_no_dimension(
+            conn, sql.Identifier(schema, table) if schema else sql.Identifier(table), shown,
+            vector))
     if metadata is not None and column("metadata", metadata).type_name != "jsonb":
         raise InvalidConfigError(
             f"metadata column {metadata!r} of {shown} is {table_columns[metadata].type_name}, "
@@ -360,31 +361,25 @@ def describe_existing_table(
     )
 
 
-def _no_dimension(conn: psycopg.Connection[Any], name: str, shown: str,
+def _no_dimension(conn: psycopg.Connection[Any], table: sql.Composable, shown: str,
                   vector: TableColumn) -> str:
     """Why a ``vector`` column declared without a dimension is refused, and the one
     command that fixes it: the dimension its rows have, when they all agree."""
-    statement = sql.SQL("SELECT min({d}), max({d}) FROM {t}").format(
-        d=sql.SQL("vector_dims({})").format(sql.Identifier(vector.name)),
-        t=sql.SQL(name))  # name: sql.Identifier(...).as_string, validated above
-    if vector.type_name == "halfvec":
-        statement = sql.SQL("SELECT min({d}), max({d}) FROM {t}").format(
-            d=sql.SQL("vector_dims({}::vector)").format(sql.Identifier(vector.name)),
-            t=sql.SQL(name))
+    dims = sql.SQL("vector_dims({})").format(sql.Identifier(vector.name))
     with conn.cursor() as cur:
-        row = cur.execute(statement).fetchone()
+        row = cur.execute(sql.SQL("SELECT min({d}), max({d}) FROM {t}").format(
+            d=dims, t=table)).fetchone()
     low, high = (row or (None, None))
     alter = sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {}").format(
-        sql.SQL(name), sql.Identifier(vector.name), sql.SQL(vector.type_name))
+        table, sql.Identifier(vector.name), sql.SQL(vector.type_name)).as_string(None)
     base = (f"embedding column {vector.name!r} of {shown} is declared {vector.type_name} "
             "without a dimension, which an HNSW index cannot hold")
     if low is not None and low == high:
-        return (f"{base}; all its rows have {low} dimensions, so declare it so: "
-                f"{alter.as_string(None)}({low})")
+        return f"{base}; all its rows have {low} dimensions, so declare it so: {alter}({low})"
     if low is None:
-        return f"{base}; declare it with one: {alter.as_string(None)}(N)"
+        return f"{base}; declare it with one: {alter}(N)"
     return (f"{base}, and its rows have {low} to {high} dimensions: make them one length, "
-            f"then {alter.as_string(None)}(N)")
+            f"then {alter}(N)")
 
 
 def table_config(
@@ -403,12 +398,15 @@ def table_config(
 ) -> TableConfig:
     """Describe an existing table from the catalog, to search it where it is.
 
-    ``embedding`` must be a ``vector(N)`` or ``halfvec(N)`` column. Left
-    out, ``embedding`` and ``prefix_dim`` are what the table's adoption
-    recorded (its prefix index), else ``"embedding"`` and 512. ``key``
-    defaults to the primary key (else name the columns of a unique
-    constraint); ``columns`` (what a search returns) defaults to every
-    column but the vectors. The prefix is held by an expression index
+    ``embedding`` must be a ``vector(N)`` or ``halfvec(N)`` column. Every
+    argument left out is what the table's last adoption recorded (the prefix
+    index holds the embedding column and ``prefix_dim``, a comment on it the
+    key, returned columns, metadata and tenant columns), so describing or
+    adopting a table again keeps its choices; with no adoption, ``"embedding"``
+    and 512, ``key`` the primary key (else name the columns of a unique
+    constraint), ``columns`` (what a search returns) every column but the
+    vectors, which also follows columns added later. The table name may need
+    quoting (``"CamelProducts"``). The prefix is held by an expression index
     (``mrl-pg adopt``), not a new column. A missing column or a wrong type
     raises :class:`~mrl_pg.errors.InvalidConfigError` naming it.
 
