@@ -237,4 +237,5 @@ def _holds_another_prefix(config: TableConfig) -> bool:
                 "WHERE indexrelid = to_regclass(:name) AND indisvalid"),
         {"name": render(config.qualified(config.hnsw_index_name))},
     ).fetchone()
-    return row is not None and row[0] != indexed_expression(config)
+    # No expression: mrl_pg's own table, which the guard refuses, rebuild or not.
+    return row is not None and row[0] is not None and row[0] != indexed_expression(config)

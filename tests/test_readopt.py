@@ -479,3 +479,18 @@ def test_the_function_under_an_older_signature_is_replaced_and_its_grants_carrie
     finally:
         conn.execute("DROP FUNCTION IF EXISTS mrl_search_items(vector, integer, integer, jsonb)")
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_mrl_pgs_own_table_is_refused_by_adopt_and_by_rebuild(conn, schema, schema_dsn):
+    from mrl_pg.schema.install import install
+
+    install(conn, TableConfig("owned", full_dim=DIM, prefix_dim=8))
+    for extra in ([], ["--rebuild"], ["--prefix-dim", "4", "--rebuild"]):
+        _one_line_error(_invoke(schema_dsn, schema, "adopt", "owned", *extra),
+                        "is a table mrl_pg created: it has its own prefix index and needs "
+                        "no adoption")
+    with pytest.raises(InvalidConfigError, match="is a table mrl_pg created"), \
+            _alembic(schema_dsn):
+        mrl_alembic.adopt_table("owned", prefix_dim=4, rebuild=True)
+    assert describe_table(conn, "owned") == TableConfig("owned", full_dim=DIM, prefix_dim=8,
+                                                        schema=None)

@@ -81,8 +81,9 @@ def adopt(table: str, embedding: str | None, prefix_dim: int | None, schema: str
     adoption recorded for every option left out (key, columns, metadata,
     tenant, embedding, prefix) and recreates the function, grants kept, after
     the table's columns changed; another --prefix-dim or --embedding is refused
-    (release first). Afterwards search, index and ingest take just --table
-    TABLE. `mrl-pg adopt --release TABLE` removes both again.
+    (release first, or --rebuild to swap in a new index). Afterwards search,
+    index and ingest take just --table TABLE. `mrl-pg adopt --release TABLE`
+    removes both again.
     """
     validate_table_name(table)
     if schema is not None:

@@ -135,7 +135,8 @@ def _holds_another_prefix(conn: psycopg.Connection[Any], config: TableConfig) ->
     row = conn.execute(
         "SELECT pg_get_expr(indexprs, indrelid) FROM pg_index WHERE indexrelid = to_regclass(%s)",
         (config.qualified(config.hnsw_index_name).as_string(conn),)).fetchone()
-    return row is not None and row[0] != indexed_expression(config)
+    # No expression: mrl_pg's own table, which the guard refuses, rebuild or not.
+    return row is not None and row[0] is not None and row[0] != indexed_expression(config)
 
 
 def _rebuild(

@@ -87,7 +87,7 @@ def rebuild_ddl(config: TableConfig) -> AdoptionDDL:
         return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(config.qualified(name))
 
     return AdoptionDDL(
-        before=[pgvector_check_ddl()],
+        before=[pgvector_check_ddl(), same_index_ddl(config, rebuild=True)],
         concurrent=[drop(new), drop(old), create],
         after=[sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
                    config.qualified(config.hnsw_index_name), sql.Identifier(old)),
@@ -110,13 +110,14 @@ def indexed_expression(config: TableConfig) -> str:
     return f"(l2_normalize(subvector({column}, 1, {p})))::halfvec({p})"
 
 
-def same_index_ddl(config: TableConfig) -> sql.Composed:
+def same_index_ddl(config: TableConfig, *, rebuild: bool = False) -> sql.Composed:
     """A ``DO`` block that stops an adoption whose prefix index is already there but holds
     another prefix (another size, or of another column), or that is mrl_pg's own table.
 
     ``CREATE INDEX ... IF NOT EXISTS`` would keep such an index, and the new search
     function, ordering by an expression no index holds, would sort the whole table on
     every call. The message names the prefix there, the one asked for and the ways out.
+    ``rebuild`` (:func:`rebuild_ddl`) lets another prefix through, not mrl_pg's own table.
     """
     name = config.name
     shown = config.qualified_name
@@ -135,7 +136,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = {code}, MESSAGE = {shown}
             || ' is a table mrl_pg created: it has its own prefix index and needs no adoption';
     END IF;
-    IF found AND expr IS DISTINCT FROM {expected} THEN
+    IF found AND NOT {rebuild} AND expr IS DISTINCT FROM {expected} THEN
         parts := regexp_match(expr, {pattern});
         RAISE EXCEPTION USING ERRCODE = {code}, MESSAGE = {shown}
             || ' is already adopted with a ' || coalesce(parts[2], '?')
@@ -152,6 +153,7 @@ $mrl_pg_same_index$""").format(
         index=sql.Literal(render(config.qualified(config.hnsw_index_name))),
         table=sql.Literal(render(config.table)),
         code=sql.Literal(ADOPTION_REFUSED),
+        rebuild=sql.Literal(rebuild),
         pattern=sql.Literal(
             r"^\(l2_normalize\(subvector\((.+), 1, (\d+)\)\)\)::halfvec\(\d+\)$"),
         shown=sql.Literal(shown),

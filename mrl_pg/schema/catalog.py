@@ -177,6 +177,12 @@ def _adoption(prefix_index: Any) -> _Adoption | None:
                      adoption_choices(prefix_index[3]), _hnsw_options(prefix_index))
 
 
+def _created_by_mrl_pg(columns: dict[str, TableColumn]) -> bool:
+    """mrl_pg's own layout: its columns, the prefix a generated column."""
+    prefix = columns.get("embedding_prefix")
+    return _MANAGED_COLUMNS <= set(columns) and prefix is not None and prefix.generated
+
+
 def _missing(wanted: Any, columns: dict[str, TableColumn]) -> list[str]:
     names = [wanted] if isinstance(wanted, str) else list(wanted or ())
     return [n for n in names if n not in columns]
@@ -202,7 +208,7 @@ def describe_table(
         prefix_index = _prefix_index_row(cur, name, table)
     hnsw = _hnsw_options(prefix_index)
     prefix = columns.get("embedding_prefix")
-    if _MANAGED_COLUMNS <= set(columns) and prefix is not None and prefix.generated:
+    if _created_by_mrl_pg(columns) and prefix is not None:
         # The tenant column is the one mrl_pg's unique key pairs with external_id
         # (UNIQUE (tenant, external_id)); a model's own extra columns are not tenants.
         validate_identifier(table, what="table name")
@@ -273,6 +279,10 @@ def describe_existing_table(
     name, shown, rows = _table_columns(conn, table, schema)
     table_columns = {r[0]: TableColumn(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5]))
                      for r in rows}
+    if _created_by_mrl_pg(table_columns):
+        raise InvalidConfigError(
+            f"{shown} is a table mrl_pg created: it has its own prefix index and needs no "
+            "adoption; search it by name (mrl_pg.schema.catalog.describe_table, --table)")
     recorded = _recorded_adoption(conn, name, table)
     if recorded is not None:
         choices = recorded.choices
