@@ -38,7 +38,7 @@ def _fill(conn: psycopg.Connection[Any], table: str, rows: int = 200) -> None:
 
 
 def test_adopt_errors_name_the_flags_not_python_keywords(conn, schema, schema_dsn):
-    conn.execute(f"CREATE TABLE keyless (n int, ext text UNIQUE, embedding vector({DIM}))")
+    conn.execute(f"CREATE TABLE keyless (n int, ext text NOT NULL UNIQUE, embedding vector({DIM}))")
     _one_line_error(_invoke(schema_dsn, schema, "adopt", "keyless", "--prefix-dim", "4"),
                     "has no primary key: name the columns of a unique constraint as "
                     "--key COL[,COL...]")

@@ -41,7 +41,7 @@ def _items(conn: psycopg.Connection[Any], name: str = "items", *, key: str = "id
     """An application's own table: a key, a tenant, a title, a price and the embedding."""
     table = sql.Identifier(name)
     conn.execute(sql.SQL(
-        "CREATE TABLE {} ({}, ext text UNIQUE, tenant_id int NOT NULL, title text, "
+        "CREATE TABLE {} ({}, ext text NOT NULL UNIQUE, tenant_id int NOT NULL, title text, "
         "price numeric, embedding vector({}))").format(table, sql.SQL(key), sql.Literal(DIM)))
     id_column = [sql.Identifier("id")] if key.startswith("id ") else []
     with conn.cursor() as cur:
@@ -163,6 +163,42 @@ def test_release_then_adopt_with_the_new_prefix_is_the_way_out(conn, schema, sch
     assert again.exit_code == 0, again.output
     assert describe_table(conn, "items").prefix_dim == 4
     assert "subvector(embedding, 1, 4)" in _expression(conn, "items_embedding_prefix_hnsw")
+
+
+def _offline(config: TableConfig, **kwargs: Any) -> str:
+    """The SQL an offline (``--sql``) Alembic run of ``adopt_table(config)`` writes."""
+    import io
+
+    buffer = io.StringIO()
+    context = MigrationContext.configure(dialect_name="postgresql", opts={
+        "as_sql": True, "output_buffer": buffer, "transactional_ddl": True})
+    with Operations.context(context), context.begin_transaction():
+        mrl_alembic.adopt_table(config, **kwargs)
+    return buffer.getvalue()
+
+
+def _psql(dsn: str, script: str) -> Any:
+    import subprocess
+
+    from tests.test_sql_script import _psql as psql
+
+    return subprocess.run([psql(), dsn, "-q", "-v", "ON_ERROR_STOP=1"], input=script,
+                          capture_output=True, text=True, check=False)
+
+
+def test_an_offline_alembic_script_refuses_another_prefix_or_rebuilds_when_asked(
+    conn, schema_dsn
+):
+    _items(conn)
+    adopt_table(conn, table_config(conn, "items", prefix_dim=8))
+    asked = table_config(conn, "items", prefix_dim=4)
+    refused = _psql(schema_dsn, _offline(asked))
+    assert refused.returncode != 0
+    assert "is already adopted with a 8-dimension prefix of 'embedding'" in refused.stderr
+    _assert_still_prefix_8(conn)
+    rebuilt = _psql(schema_dsn, _offline(asked, rebuild=True))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    _assert_rebuilt_to_4(conn)
 
 
 def test_an_offline_alembic_script_carries_the_refusal():
