@@ -670,7 +670,8 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "readopt-grants-not-given-back",
         "a search function dropped and created for new columns loses its EXECUTE grants",
-        ADN, "        IF acl IS NOT NULL THEN", "        IF false THEN", (READOPT,), group=ADDED,
+        ADN, "    IF dropped AND acl IS NOT NULL THEN", "    IF false THEN", (READOPT,),
+        group=ADDED,
     ),
     Mutation(
         "readopt-forgets-the-recorded-tenant",
