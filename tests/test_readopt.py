@@ -377,12 +377,14 @@ def test_a_mixed_case_table_is_adopted_searched_and_called_through_every_way(
         table_config(conn, "camelproducts")
 
 
-@pytest.mark.parametrize("column", ["embedding", "Embedding", "order", "my vec"])
-def test_the_guard_expects_the_expression_as_postgresql_prints_it(conn, column):
+@pytest.mark.parametrize(("column", "kind"), [
+    ("embedding", "vector"), ("Embedding", "vector"), ("order", "vector"),
+    ("my vec", "vector"), ("embedding", "halfvec")])
+def test_the_guard_expects_the_expression_as_postgresql_prints_it(conn, column, kind):
     from mrl_pg.schema.adoption import indexed_expression
 
-    conn.execute(sql.SQL("CREATE TABLE quoted (id int PRIMARY KEY, {} vector(8))").format(
-        sql.Identifier(column)))
+    conn.execute(sql.SQL("CREATE TABLE quoted (id int PRIMARY KEY, {} {}(8))").format(
+        sql.Identifier(column), sql.SQL(kind)))
     config = table_config(conn, "quoted", embedding=column, prefix_dim=4)
     adopt_table(conn, config)
     assert _expression(conn, "quoted_embedding_prefix_hnsw") == indexed_expression(config)
