@@ -161,6 +161,7 @@ BR, MIG = "mrl_pg/bench/run.py", "mrl_pg/migrate.py"
 FL, CAT, AD = "mrl_pg/statement/filters.py", "mrl_pg/schema/catalog.py", "mrl_pg/index/adopt.py"
 ADOPT, ADOPT_CLI = "tests/test_adopt.py", "tests/test_adopt_cli.py"
 ADN, READOPT = "mrl_pg/schema/adoption.py", "tests/test_readopt.py"
+RF = "mrl_pg/schema/replace_function.py"
 
 BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     # --- The adaptive statement and its settings (query.py) ---
@@ -670,7 +671,7 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "readopt-grants-not-given-back",
         "a search function dropped and created for new columns loses its EXECUTE grants",
-        ADN, "    IF dropped AND acl IS NOT NULL THEN", "    IF false THEN", (READOPT,),
+        RF, "    IF dropped AND acl IS NOT NULL THEN", "    IF false THEN", (READOPT,),
         group=ADDED,
     ),
     Mutation(
