@@ -45,7 +45,13 @@ from psycopg import sql
 
 from mrl_pg.config import DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, TableConfig
 from mrl_pg.errors import InvalidConfigError
-from mrl_pg.schema.adoption import adopt_ddl, release_ddl
+from mrl_pg.schema.adoption import (
+    ADOPTION_REFUSED,
+    adopt_ddl,
+    indexed_expression,
+    rebuild_ddl,
+    release_ddl,
+)
 from mrl_pg.schema.catalog import table_config
 from mrl_pg.schema.install import create_ddl, drop_ddl
 from mrl_pg.schema.search_function import drop_search_function_ddl, search_function_ddl
@@ -106,6 +112,7 @@ def adopt_table(
     tenant: str | None = None,
     hnsw_m: int = DEFAULT_HNSW_M,
     hnsw_ef_construction: int = DEFAULT_HNSW_EF_CONSTRUCTION,
+    rebuild: bool = False,
 ) -> TableConfig:
     """Adopt an existing table as a migration step (see :func:`mrl_pg.index.adopt.adopt_table`):
     the prefix HNSW index, built without blocking readers or writers, then the search function.
@@ -119,6 +126,14 @@ def adopt_table(
     recorded; running it again drops the crashed build's invalid index (online)
     and builds anew, while a valid index is kept. Memory for a large table:
     ``op.execute("SET maintenance_work_mem = '4GB'")`` first. Returns the description.
+
+    Adopting again keeps what the earlier adoption recorded for every argument left
+    out; an index already there with another prefix (size or column) is refused,
+    naming both, unless ``rebuild=True``: then the new index is built beside the old
+    one and swapped in with the new search function in one short transaction, the old
+    one dropped after (:func:`mrl_pg.schema.adoption.rebuild_ddl`; offline, the
+    script always takes this path). A search function whose result columns changed is
+    dropped and created again with its grants.
 
     >>> def upgrade() -> None:  # doctest: +SKIP
     ...     adopt_table("articles", embedding="embedding", prefix_dim=256)
@@ -144,8 +159,25 @@ def adopt_table(
             _driver_connection(table), table, embedding=embedding, prefix_dim=prefix_dim,
             schema=schema, key=key, columns=columns, metadata=metadata, tenant=tenant,
             hnsw_m=hnsw_m, hnsw_ef_construction=hnsw_ef_construction)
+    if rebuild and (context.as_sql or _holds_another_prefix(config)):
+        swap = rebuild_ddl(config)
+        _execute(swap.before)
+        with context.autocommit_block():
+            _execute(swap.concurrent)
+        _execute(swap.after)
+        with context.autocommit_block():
+            _execute(swap.cleanup)
+        return config
     ddl = adopt_ddl(config)
-    _execute(ddl.before)
+    try:
+        _execute(ddl.before)
+    except sa.exc.DBAPIError as exc:
+        # The same refusal as mrl_pg.index.adopt.adopt_table's: another prefix, or
+        # mrl_pg's own table (offline, the DO block stops the script with this message).
+        orig = exc.orig
+        if isinstance(orig, psycopg.Error) and orig.sqlstate == ADOPTION_REFUSED:
+            raise InvalidConfigError(str(orig.diag.message_primary)) from exc
+        raise
     # IF NOT EXISTS would keep a crashed build's invalid index for good.
     crashed = not context.as_sql and _index_is_invalid(config)
     with context.autocommit_block():
@@ -197,3 +229,13 @@ def _index_is_invalid(config: TableConfig) -> bool:
         {"name": render(config.qualified(config.hnsw_index_name))},
     ).fetchone()
     return row is not None and bool(row[0])
+
+
+def _holds_another_prefix(config: TableConfig) -> bool:
+    row = op.get_bind().execute(
+        sa.text("SELECT pg_get_expr(indexprs, indrelid) FROM pg_index "
+                "WHERE indexrelid = to_regclass(:name) AND indisvalid"),
+        {"name": render(config.qualified(config.hnsw_index_name))},
+    ).fetchone()
+    # No expression: mrl_pg's own table, which the guard refuses, rebuild or not.
+    return row is not None and row[0] is not None and row[0] != indexed_expression(config)

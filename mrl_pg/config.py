@@ -22,6 +22,7 @@ __all__ = [
     "MAX_FULL_DIM",
     "MAX_PREFIX_DIM",
     "validate_identifier",
+    "validate_table_name",
     "column_name",
     "ColumnType",
     "EMBEDDING_TYPES",
@@ -106,6 +107,26 @@ def validate_identifier(name: str, *, what: str = "name", max_length: int = 63) 
     return name
 
 
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def validate_table_name(name: str, *, what: str = "table name") -> str:
+    """The name of a table someone else made, as it is in the catalog: letters of either
+    case (``CamelProducts``, as Prisma or EF name tables), digits and underscores, always
+    quoted in SQL. Unlike :func:`validate_identifier`, upper case and reserved words
+    (``"Order"``, ``"user"``) are taken; anything else is refused, and so are names too
+    long to derive the index name from."""
+    if not isinstance(name, str) or not _TABLE_NAME.match(name):
+        raise InvalidIdentifierError(
+            f"invalid {what} {name!r}: use letters, digits and underscores, starting with a "
+            "letter or underscore")
+    if len(name) > MAX_TABLE_NAME:
+        raise InvalidIdentifierError(
+            f"invalid {what} {name!r}: {len(name)} characters, at most {MAX_TABLE_NAME} "
+            "allowed (the index name adds to it)")
+    return name
+
+
 @dataclass(frozen=True)
 class TableConfig:
     """Settings of one MRL table.
@@ -135,7 +156,10 @@ class TableConfig:
     adopted: bool = False
 
     def __post_init__(self) -> None:
-        validate_identifier(self.name, what="table name", max_length=MAX_TABLE_NAME)
+        if self.adopted:
+            validate_table_name(self.name)
+        else:
+            validate_identifier(self.name, what="table name", max_length=MAX_TABLE_NAME)
         if self.schema is not None:
             validate_identifier(self.schema, what="schema name")
         self._check_columns()

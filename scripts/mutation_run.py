@@ -162,6 +162,8 @@ FL, CAT, AD = "mrl_pg/statement/filters.py", "mrl_pg/schema/catalog.py", "mrl_pg
 ADOPT, ADOPT_CLI = "tests/test_adopt.py", "tests/test_adopt_cli.py"
 ROUND_TRIPS, REAL_TABLES = "tests/test_round_trips.py", "tests/test_search_real_tables.py"
 RT = "mrl_pg/statement/round_trip.py"
+ADN, READOPT = "mrl_pg/schema/adoption.py", "tests/test_readopt.py"
+RF = "mrl_pg/schema/replace_function.py"
 
 BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     # --- The adaptive statement and its settings (query.py) ---
@@ -736,6 +738,46 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
         "adopt_table rebuilds the index on every run instead of keeping a valid one",
         AD, "    if not (status.exists and status.valid):", "    if True:",
         (ADOPT, ADOPT_CLI), group=ADDED,
+    ),
+    # --- Adopting again (issue 16: re-adoption, names, CLI) ---
+    Mutation(
+        "readopt-prefix-guard-removed",
+        "adopting again with another prefix keeps the old index and rewrites the function: "
+        "every call sorts the whole table",
+        ADN, "before=[pgvector_check_ddl(), same_index_ddl(config)],",
+        "before=[pgvector_check_ddl()],", (READOPT,), group=ADDED,
+    ),
+    Mutation(
+        "readopt-grants-not-given-back",
+        "a search function dropped and created for new columns loses its EXECUTE grants",
+        RF, "    IF dropped AND acl IS NOT NULL THEN", "    IF false THEN", (READOPT,),
+        group=ADDED,
+    ),
+    Mutation(
+        "readopt-forgets-the-recorded-tenant",
+        "a plain adopt after --tenant-column records no tenant: search --tenant then fails",
+        CAT, "                if field == \"tenant\" and tenant is None:",
+        "                if False:", (READOPT,), group=ADDED,
+    ),
+    Mutation(
+        "readopt-default-columns-recorded-as-named",
+        "default returned columns are recorded as a list: ADD COLUMN is never followed",
+        ADN, "columns = None if config.returned_columns == every else",
+        "columns = list(config.returned_columns) if True else", (READOPT,), group=ADDED,
+    ),
+    Mutation(
+        "readopt-rebuild-drops-the-old-index-first",
+        "a rebuild drops the old index before building the new one: searches sort the "
+        "whole table meanwhile",
+        ADN, "concurrent=[drop(new), drop(old), create],",
+        "concurrent=[drop(new), drop(old), drop(config.hnsw_index_name), create],",
+        (READOPT,), group=ADDED,
+    ),
+    Mutation(
+        "readopt-dropped-column-unnoticed",
+        "a column dropped under the adoption is not named: searches fail with "
+        "'column t.price does not exist' and no repair command",
+        CAT, "    if gone:\n", "    if False:\n", (READOPT,), group=ADDED,
     ),
     # --- Benchmark run (_search_bench_run.py) ---
     Mutation(

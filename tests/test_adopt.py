@@ -107,7 +107,9 @@ def test_table_config_refuses_a_missing_table_and_a_vector_without_dimension(con
     with pytest.raises(InvalidConfigError, match="does not exist"):
         table_config(conn, "no_such_table")
     conn.execute("CREATE TABLE loose (id int PRIMARY KEY, embedding vector)")
-    with pytest.raises(InvalidConfigError, match="has no dimension"):
+    with pytest.raises(InvalidConfigError, match=re.escape(
+            'without a dimension, which an HNSW index cannot hold; declare it with one: '
+            'ALTER TABLE "loose" ALTER COLUMN "embedding" TYPE vector(N)')):
         table_config(conn, "loose")
     conn.execute("CREATE TABLE keyless (title text, embedding vector(8))")
     with pytest.raises(InvalidConfigError, match="no primary key"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,15 +164,16 @@ def test_a_one_percent_filter_returns_k_rows_with_recall_against_exact_search(
     assert found / (K * len(queries)) >= 0.95
 
 
-def test_search_text_output_shows_the_key_and_the_first_text_column(
+def test_search_text_output_shows_every_returned_column(
     adopted: Articles, tmp_path: Path
 ) -> None:
     query = query_file(tmp_path, adopted.vectors[41])
     result = adopted.invoke("search", "--vector", query, "--table", "articles", "-k", "3")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["#", "distance", "id", "title"]
-    assert lines[1].split() == ["1", "0.0000", "42", "title", "42"]
+    assert lines[0].split() == ["#", "distance", "id", "title", "body", "author_id"]
+    assert lines[1].split() == ["1", "0.0000", "42", "title", "42", "body", "of", "article",
+                                "42", str(adopted.authors[41])]
     assert len(lines) == 4
 
 
@@ -383,8 +385,13 @@ def test_release_drops_the_index_and_the_function_and_leaves_the_rows(
     gone = adopted.invoke("search", "--vector", query_file(tmp_path, adopted.vectors[0]),
                           "--table", "articles")
     one_line_error(gone, "adopt it first")
+    # A second release (a retried deploy script) has nothing to do, and says so.
     again = adopted.invoke("adopt", "--release", "articles")
-    one_line_error(again, "adopt it first")
+    assert again.exit_code == 0, again.output
+    assert again.stdout == (f"{adopted.schema}.articles: nothing adopted (no index "
+                            "articles_embedding_prefix_hnsw, no function mrl_search_articles); "
+                            "nothing to release\n")
+    assert checksum(conn, adopted.schema) == before
 
 
 def test_every_adopt_option_has_help_text() -> None:
@@ -423,7 +430,12 @@ def test_values_of_any_type_go_in_as_text_and_come_out_as_json(
     assert rows[1]["at"] is None and rows[1]["amount"] == "3.00"
     text = CliRunner().invoke(cli, ["search", "--vector", query, "--table", "events", "-k", "1",
                                     *args])
-    assert text.stdout.splitlines()[0].split() == ["#", "distance", "id"], text.output
+    header, row = text.stdout.splitlines()
+    assert header.split() == ["#", "distance", "id", "at", "amount", "tags", "extra"], text.output
+    # A uuid whole and unquoted, a number as PostgreSQL prints it, JSON for arrays and objects.
+    cells = re.split(r"\s{2,}", row)
+    assert cells[:3] == ["1", "0.0000", first], text.output
+    assert cells[4:] == ["12.50", '["a", "b"]', '{"k": [1, 2]}'], text.output
 
 
 def test_tune_measures_the_adopted_table_with_a_where_workload_and_saves_it(

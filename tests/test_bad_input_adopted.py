@@ -417,7 +417,7 @@ ADOPT_CASES: list[tuple[str, list[str], str]] = [
                                         "--prefix-dim", "4"],
      "embedding column 'title' of fresh is text"),
     ("a vector without a dimension", ["adopt", "loose", "--prefix-dim", "4"],
-     "embedding column 'embedding' of loose has no dimension"),
+     "embedding column 'embedding' of loose is declared vector without a dimension"),
     ("a table without a primary key", ["adopt", "keyless", "--prefix-dim", "4"],
      "table keyless has no primary key"),
     ("--key naming a non-unique column", ["adopt", "fresh", "--key", "title",
@@ -475,7 +475,6 @@ ADOPT_CASES: list[tuple[str, list[str], str]] = [
     ("adopting again with another embedding column", ["adopt", "articles", "--embedding",
                                                       "title", "--prefix-dim", "4"],
      "embedding column 'title' of articles is text"),
-    ("releasing a table never adopted", ["adopt", "--release", "fresh"], "adopt it first"),
     ("releasing a table that does not exist", ["adopt", "--release", "nowhere"],
      "table nowhere does not exist"),
 ]

@@ -15,11 +15,13 @@ from mrl_pg.config import (
     DEFAULT_HNSW_M,
     TableConfig,
     validate_identifier,
+    validate_table_name,
 )
 from mrl_pg.db import connect
 from mrl_pg.errors import InvalidConfigError
 from mrl_pg.index.adopt import adopt_table, release_table
-from mrl_pg.schema.catalog import describe_table, table_config
+from mrl_pg.schema.catalog import CLI, describe_existing_table, describe_table
+from mrl_pg.schema.search_function import SEARCH_FUNCTION_ARGS
 
 
 def _columns(text: str | None, option: str) -> tuple[str, ...] | None:
@@ -59,6 +61,10 @@ def _columns(text: str | None, option: str) -> tuple[str, ...] | None:
 @click.option("--maintenance-work-mem", metavar="SIZE", default=None,
               help="Memory for the index build, e.g. 2GB (default: the estimated graph "
                    "plus 25%, within a quarter of RAM).")
+@click.option("--rebuild", is_flag=True,
+              help="When the table is adopted with another --prefix-dim or --embedding: build "
+                   "the new index beside the old one and swap them, with the search "
+                   "function, in one short transaction (searches never run unindexed).")
 @click.option("--release", is_flag=True,
               help="Undo an adoption instead: drop the index, the search function and the "
                    "saved tuning; the table and its rows stay as they are.")
@@ -66,40 +72,35 @@ def _columns(text: str | None, option: str) -> tuple[str, ...] | None:
 def adopt(table: str, embedding: str | None, prefix_dim: int | None, schema: str | None,
           key: str | None, columns: str | None, metadata: str | None, tenant: str | None,
           hnsw_m: int, hnsw_ef_construction: int, maintenance_work_mem: str | None,
-          release: bool, dsn: str) -> None:
+          rebuild: bool, release: bool, dsn: str) -> None:
     """Add adaptive search to an existing TABLE without copying or rewriting it.
 
     Builds an HNSW index on the re-normalized prefix of the embedding column
     (CREATE INDEX CONCURRENTLY: writers carry on) and the search function
-    mrl_search_TABLE. Running it again keeps a valid index and refreshes the
-    function. Afterwards search, index and ingest take just --table TABLE.
-    `mrl-pg adopt --release TABLE` removes both again.
+    mrl_search_TABLE. Running it again keeps a valid index, keeps what the last
+    adoption recorded for every option left out (key, columns, metadata,
+    tenant, embedding, prefix) and recreates the function, grants kept, after
+    the table's columns changed; another --prefix-dim or --embedding is refused
+    (release first, or --rebuild to swap in a new index). Afterwards search,
+    index and ingest take just --table TABLE. `mrl-pg adopt --release TABLE`
+    removes both again.
     """
-    validate_identifier(table, what="table name")
+    validate_table_name(table)
     if schema is not None:
         validate_identifier(schema, what="schema name")
     with connect(dsn, autocommit=True) as conn:
         if release:
-            config = describe_table(conn, table, schema=schema)
-            if not config.adopted:
-                raise InvalidConfigError(
-                    f"{config.qualified_name} is a table mrl_pg created, not an adopted one: "
-                    "there is nothing to release")
-            dropped = release_table(conn, config)
-            click.echo(f"released {config.qualified_name}: function "
-                       f"{config.search_function_name} dropped, index {config.hnsw_index_name} "
-                       + ("dropped" if dropped else "was not there") + "; rows untouched")
+            _release(conn, table, schema)
             return
-        config = table_config(
+        config = describe_existing_table(
             conn, table, embedding=embedding, prefix_dim=prefix_dim, schema=schema,
             key=_columns(key, "--key"), columns=_columns(columns, "--columns"),
             metadata=metadata, tenant=tenant, hnsw_m=hnsw_m,
-            hnsw_ef_construction=hnsw_ef_construction)
-        _refuse_a_different_prefix(conn, config)
+            hnsw_ef_construction=hnsw_ef_construction, spelling=CLI)
         bar = IndexProgressBar() if sys.stderr.isatty() else None
         try:
             report = adopt_table(conn, config, maintenance_work_mem=maintenance_work_mem,
-                                 on_progress=bar.update if bar else None)
+                                 on_progress=bar.update if bar else None, rebuild=rebuild)
         finally:
             if bar:
                 bar.close()
@@ -111,22 +112,38 @@ def adopt(table: str, embedding: str | None, prefix_dim: int | None, schema: str
         click.echo(f"  {line}")
 
 
-def _refuse_a_different_prefix(conn: psycopg.Connection[Any], config: TableConfig) -> None:
-    # A valid index is kept as it is, so a second adoption with another embedding
-    # column or prefix would leave a function the index cannot serve.
+def _release(conn: psycopg.Connection[Any], table: str, schema: str | None) -> None:
+    # Releasing needs nothing but the names; a table with nothing adopted is a no-op,
+    # so a second `--release` (a retried deploy script) succeeds.
+    names = TableConfig(table, full_dim=2, prefix_dim=1, schema=schema, prefix_column=None,
+                        adopted=True)
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                          (names.table.as_string(conn),)).fetchone()
+    if not (exists and exists[0]):
+        raise InvalidConfigError(f"table {names.qualified_name} does not exist")
     try:
-        recorded = describe_table(conn, config.name, schema=config.schema)
-    except InvalidConfigError:
+        described = describe_table(conn, table, schema=schema, spelling=CLI)
+    except InvalidConfigError:  # never adopted, released, or changed since: names will do
+        described = None
+    if described is not None and not described.adopted:
+        raise InvalidConfigError(
+            f"{described.qualified_name} is a table mrl_pg created, not an adopted one: "
+            "there is nothing to release")
+    config = described or names
+    function = conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (
+        config.qualified(config.search_function_name).as_string(conn)
+        + f"({SEARCH_FUNCTION_ARGS})",)).fetchone()
+    had_function = bool(function and function[0])
+    dropped = release_table(conn, config)
+    if not (dropped or had_function):
+        click.echo(f"{config.qualified_name}: nothing adopted (no index "
+                   f"{config.hnsw_index_name}, no function {config.search_function_name}); "
+                   "nothing to release")
         return
-    if not recorded.adopted:
-        raise InvalidConfigError(
-            f"{config.qualified_name} is a table mrl_pg created: it has its own prefix "
-            "index and needs no adoption")
-    if (recorded.embedding_column, recorded.prefix_dim) != (
-            config.embedding_column, config.prefix_dim):
-        raise InvalidConfigError(
-            f"{config.qualified_name} is already adopted with a {recorded.prefix_dim}-dimension "
-            f"prefix of {recorded.embedding_column!r}; release it first "
-            f"(mrl-pg adopt --release {config.name}) to adopt it with a "
-            f"{config.prefix_dim}-dimension prefix of {config.embedding_column!r}")
+    click.echo(f"released {config.qualified_name}: function {config.search_function_name} "
+               + ("dropped" if had_function else "was not there") + f", index "
+               f"{config.hnsw_index_name} " + ("dropped" if dropped else "was not there")
+               + "; rows untouched")
+
+
 COMMANDS = [adopt]

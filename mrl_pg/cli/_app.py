@@ -19,12 +19,12 @@ from mrl_pg.config import (
     DEFAULT_FULL_DIM,
     DEFAULT_PREFIX_DIM,
     DEFAULT_TABLE,
-    MAX_TABLE_NAME,
     TableConfig,
     validate_identifier,
+    validate_table_name,
 )
 from mrl_pg.errors import InvalidConfigError, MrlPgError
-from mrl_pg.schema.catalog import describe_table
+from mrl_pg.schema.catalog import CLI, describe_table
 from mrl_pg.server import resolve_dsn
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -103,7 +103,7 @@ class TableChoice:
         if not self.exists(conn):
             return self.new_config()
         with _reading(conn):
-            config = describe_table(conn, self.name, schema=self.schema)
+            config = describe_table(conn, self.name, schema=self.schema, spelling=CLI)
         given = {"--dim": (self.full_dim, config.full_dim),
                  "--prefix-dim": (self.prefix_dim, config.prefix_dim)}
         wrong = [f"{option} {mine}" for option, (mine, actual) in given.items()
@@ -151,8 +151,9 @@ def table_options(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, table: str, schema: str | None, full_dim: int | None,
                 prefix_dim: int | None, **kwargs: Any) -> Any:
-        # Names are checked before any connection is made or SQL is built.
-        validate_identifier(table, what="table name", max_length=MAX_TABLE_NAME)
+        # Names are checked before any connection is made or SQL is built. An existing
+        # table's name may need quoting ("CamelProducts"); one mrl_pg creates may not.
+        validate_table_name(table)
         if schema is not None:
             validate_identifier(schema, what="schema name")
         return func(*args, table=TableChoice(table, schema, full_dim, prefix_dim), **kwargs)

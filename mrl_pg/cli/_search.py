@@ -18,8 +18,6 @@ from mrl_pg.errors import InvalidSearchError
 from mrl_pg.psycopg._search import SearchResult, exact_search, search
 from mrl_pg.vectors import load_npy
 
-_TEXT_TYPES = {"text", "varchar", "bpchar", "citext", "name"}
-
 
 def _load_vector(path: Path) -> Any:
     vector = load_npy(path, "query vector file")
@@ -78,7 +76,9 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 def render_table(results: list[SearchResult], config: TableConfig | None = None) -> str:
     """Rank, distance and the row: external id, content and metadata for a table mrl_pg
-    created; the key and the first text column for an adopted one."""
+    created; every returned column for an adopted one. Text is shortened to fit; values
+    that mean nothing cut (uuids, numbers, timestamps) are shown whole, as PostgreSQL
+    prints them."""
     if not results:
         return "no results"
     if config is None or not config.adopted:
@@ -86,22 +86,23 @@ def render_table(results: list[SearchResult], config: TableConfig | None = None)
             (str(i), f"{r.distance:.4f}", r.external_id or "", _shorten(r.content, 60),
              _shorten(json.dumps(r.metadata, ensure_ascii=False), 40))
             for i, r in enumerate(results, 1)])
-    types = config.filterable_columns
-    text = next((c for c in config.returned_columns
-                 if c not in config.key and c in types and types[c][2] in _TEXT_TYPES), None)
-    shown = [*config.key, *([text] if text else [])]
+    shown = config.returned_columns
     return _table(("#", "distance", *shown), [
-        (str(i), f"{r.distance:.4f}",
-         *(_shorten(_cell(r.row.get(c)), 60 if c == text else 30) for c in shown))
+        (str(i), f"{r.distance:.4f}", *(_cell(r.row.get(c)) for c in shown))
         for i, r in enumerate(results, 1)])
 
 
 def _cell(value: Any) -> str:
+    """A value in the table view: text shortened to 60 characters, JSON (objects, arrays)
+    to 40, anything else (uuid, number, date, timestamp) whole and without quotes."""
     if value is None:
         return ""
     if isinstance(value, str):
-        return value
-    return json.dumps(json_safe(value), ensure_ascii=False)
+        return _shorten(value, 60)
+    safe = json_safe(value)
+    if isinstance(safe, (dict, list)):
+        return _shorten(json.dumps(safe, ensure_ascii=False), 40)
+    return str(safe) if not isinstance(safe, bool) else str(safe).lower()
 
 
 @click.command(name="search")

@@ -427,7 +427,8 @@ def _index_validity(conn: psycopg.Connection[Any], config: TableConfig, name: st
 def _rebuild_index_name(config: TableConfig) -> str:
     """The name a concurrent rebuild gives the new index until the swap; at most 63 bytes."""
     base = config.hnsw_index_name[: _MAX_IDENTIFIER_BYTES - len(_REBUILD_SUFFIX)]
-    return validate_identifier(base + _REBUILD_SUFFIX, what="temporary index name")
+    name = base + _REBUILD_SUFFIX
+    return name if config.adopted else validate_identifier(name, what="temporary index name")
 
 
 def _create_statement(

@@ -48,7 +48,11 @@ __all__ = [
     "TuneReport",
     "tune",
     "default_grid",
+    "STORED_ROWS",
 ]
+
+STORED_ROWS = "rows of the table"
+"""``TuneReport.query_source`` when the queries were rows the table stores."""
 
 Progress = Callable[[str, int, int], None]
 
@@ -241,7 +245,7 @@ def tune(
     own: list[Key | None]
     if queries is None:
         keys, vectors = _sample_rows(conn, config, options.queries, options.seed, table_rows)
-        own, source = list(keys), "rows of the table"
+        own, source = list(keys), STORED_ROWS
     else:
         vectors = np.stack([
             as_embedding(q, config.full_dim, prefix_dim=config.prefix_dim,

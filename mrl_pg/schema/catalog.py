@@ -19,12 +19,15 @@ from mrl_pg.config import (
     ColumnType,
     TableConfig,
     validate_identifier,
+    validate_table_name,
 )
 from mrl_pg.errors import InvalidConfigError
 from mrl_pg.schema.adoption import adoption_choices
+from mrl_pg.schema.search_function import SEARCH_FUNCTION_ARGS
 
 __all__ = [
-    "describe_existing_table", "describe_table", "TableColumn",
+    "describe_existing_table", "describe_table", "table_config", "TableColumn", "Spelling",
+    "PYTHON", "CLI",
 ]
 
 _VECTOR_TYPES = ("vector", "halfvec", "sparsevec")
@@ -102,7 +105,7 @@ def _table_columns(
     conn: psycopg.Connection[Any], table: str, schema: str | None
 ) -> tuple[str, str, list[tuple[Any, ...]]]:
     """(regclass text, name for messages, the rows of :data:`_COLUMNS`) of an existing table."""
-    validate_identifier(table, what="table name")
+    validate_table_name(table)
     if schema is not None:
         validate_identifier(schema, what="schema name")
     name = _table_literal(schema, table)
@@ -114,31 +117,101 @@ def _table_columns(
         return name, shown, cur.execute(_COLUMNS, {"table": name}).fetchall()
 
 
+_FUNCTION_COLUMNS = """
+SELECT coalesce(array(SELECT n FROM unnest(p.proargnames, p.proargmodes) AS a(n, m)
+                      WHERE a.m = 't'), '{}')
+FROM pg_proc AS p
+WHERE p.oid = to_regprocedure(%(function)s)
+"""
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """How an error names the choice a caller can change: Python keywords or CLI flags."""
+
+    key: str = "key=(...)"
+    columns: str = "columns=(...)"
+    repair: str = "mrl_pg.adopt_table(conn, mrl_pg.table_config(conn, {table!r}))"
+
+
+PYTHON = Spelling()
+CLI = Spelling(key="--key COL[,COL...]",
+               columns="--columns COL[,COL...]", repair="mrl-pg adopt {table}")
+
+
+@dataclass(frozen=True)
+class _Adoption:
+    """What an adoption left in the catalog: its prefix index and the choices it recorded."""
+
+    embedding: str
+    prefix_dim: int
+    choices: dict[str, Any]
+    hnsw: dict[str, int]
+
+
+def _names(table: str, schema: str | None = None) -> TableConfig:
+    """A stand-in description of ``table``, for the names derived from it."""
+    return TableConfig(table, full_dim=2, prefix_dim=1, schema=schema, prefix_column=None,
+                       adopted=True)
+
+
+def _prefix_index_row(cur: Any, name: str, table: str) -> Any:
+    index = _names(table).hnsw_index_name
+    return cur.execute(_PREFIX_INDEX, {"table": name, "index": index}).fetchone()
+
+
+def _hnsw_options(prefix_index: Any) -> dict[str, int]:
+    # No index yet: what mrl_pg would build. An index without the option: pgvector's default.
+    options = dict(o.split("=", 1) for o in (prefix_index[2] or [])) if prefix_index else {
+        "m": DEFAULT_HNSW_M, "ef_construction": DEFAULT_HNSW_EF_CONSTRUCTION}
+    return {"hnsw_m": int(options.get("m", PGVECTOR_DEFAULT_M)),
+            "hnsw_ef_construction": int(options.get("ef_construction",
+                                                    PGVECTOR_DEFAULT_EF_CONSTRUCTION))}
+
+
+def _adoption(prefix_index: Any) -> _Adoption | None:
+    match = _PREFIX_EXPRESSION.match(prefix_index[0] or "") if prefix_index else None
+    if match is None:
+        return None
+    return _Adoption(_unquote(match["column"]), int(match["p"]),
+                     adoption_choices(prefix_index[3]), _hnsw_options(prefix_index))
+
+
+def _created_by_mrl_pg(columns: dict[str, TableColumn]) -> bool:
+    """mrl_pg's own layout: its columns, the prefix a generated column."""
+    prefix = columns.get("embedding_prefix")
+    return _MANAGED_COLUMNS <= set(columns) and prefix is not None and prefix.generated
+
+
+def _missing(wanted: Any, columns: dict[str, TableColumn]) -> list[str]:
+    names = [wanted] if isinstance(wanted, str) else list(wanted or ())
+    return [n for n in names if n not in columns]
+
+
 def describe_table(
-    conn: psycopg.Connection[Any], table: str, *, schema: str | None = None
+    conn: psycopg.Connection[Any], table: str, *, schema: str | None = None,
+    spelling: Spelling = PYTHON,
 ) -> TableConfig:
     """The description of a table mrl_pg can already search, read from the catalog.
 
     A table mrl_pg created (its generated prefix column) or one adopted with
     :func:`mrl_pg.index.adopt.adopt_table` (its prefix expression index, which
-    records the embedding column and the prefix dimension): the CLI and other
-    callers then need nothing but the table's name.
+    records the embedding column and the prefix dimension, and a comment on it
+    the key, returned columns, metadata and tenant columns): the CLI and other
+    callers then need nothing but the table's name. An adopted table whose
+    columns changed under its adoption (a returned, key or tenant column dropped)
+    is refused with the command that adopts it again.
     """
     name, shown, rows = _table_columns(conn, table, schema)
     columns = {r[0]: TableColumn(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5])) for r in rows}
     with conn.cursor() as cur:
-        index = TableConfig(table, full_dim=2, prefix_dim=1).hnsw_index_name
-        prefix_index = cur.execute(_PREFIX_INDEX, {"table": name, "index": index}).fetchone()
-    # No index yet: what mrl_pg would build. An index without the option: pgvector's default.
-    options = dict(o.split("=", 1) for o in (prefix_index[2] or [])) if prefix_index else {
-        "m": DEFAULT_HNSW_M, "ef_construction": DEFAULT_HNSW_EF_CONSTRUCTION}
-    hnsw = {"hnsw_m": int(options.get("m", PGVECTOR_DEFAULT_M)),
-            "hnsw_ef_construction": int(options.get("ef_construction",
-                                                    PGVECTOR_DEFAULT_EF_CONSTRUCTION))}
+        prefix_index = _prefix_index_row(cur, name, table)
+    hnsw = _hnsw_options(prefix_index)
     prefix = columns.get("embedding_prefix")
-    if _MANAGED_COLUMNS <= set(columns) and prefix is not None and prefix.generated:
+    if _created_by_mrl_pg(columns) and prefix is not None:
         # The tenant column is the one mrl_pg's unique key pairs with external_id
         # (UNIQUE (tenant, external_id)); a model's own extra columns are not tenants.
+        validate_identifier(table, what="table name")
         with conn.cursor() as cur:
             keys = [tuple(r[1]) for r in cur.execute(_UNIQUE_KEYS, {"table": name}).fetchall()]
         tenants = [k[0] for k in keys if len(k) == 2 and k[1] == "external_id"
@@ -147,18 +220,43 @@ def describe_table(
         return TableConfig(table, full_dim=columns["embedding"].typmod, prefix_dim=prefix.typmod,
                            schema=schema, tenant_column=tenant, hnsw_m=hnsw["hnsw_m"],
                            hnsw_ef_construction=hnsw["hnsw_ef_construction"])
-    match = _PREFIX_EXPRESSION.match(prefix_index[0] or "") if prefix_index else None
-    if match is None:
+    adoption = _adoption(prefix_index)
+    if adoption is None:
+        index = _names(table).hnsw_index_name
         raise InvalidConfigError(
             f"table {shown} is neither a table mrl_pg created nor an adopted one (no index "
             f"{index} on the embedding's prefix): adopt it first (mrl-pg adopt {table} "
             "--embedding COLUMN)")
     # What adopt_table recorded on the index: the choices the catalog cannot tell.
-    choices = adoption_choices(prefix_index[3] if prefix_index else None)
+    choices = adoption.choices
+    gone = [*_missing(choices.get("key"), columns), *_missing(choices.get("columns"), columns),
+            *_missing(choices.get("metadata"), columns), *_missing(choices.get("tenant"), columns)]
+    names = _names(table, schema)
+    function = names.qualified(names.search_function_name).as_string(None)
+    with conn.cursor() as cur:
+        returned = cur.execute(_FUNCTION_COLUMNS, {
+            "function": f"{function}({SEARCH_FUNCTION_ARGS})"}).fetchone()
+    gone += [c for c in (returned[0] if returned else []) if c != "distance" and c not in columns
+             and c not in gone]
+    if gone:
+        raise InvalidConfigError(
+            f"table {shown} changed since it was adopted: column"
+            f"{'s' if len(gone) > 1 else ''} {', '.join(map(repr, gone))} of its adoption "
+            f"(search function {names.search_function_name}) no longer exist"
+            f"{'s' if len(gone) == 1 else ''}; adopt it again to follow the table: "
+            + spelling.repair.format(table=table))
     return describe_existing_table(
-        conn, table, embedding=_unquote(match["column"]), prefix_dim=int(match["p"]),
+        conn, table, embedding=adoption.embedding, prefix_dim=adoption.prefix_dim,
         schema=schema, key=choices.get("key"), columns=choices.get("columns"),
-        metadata=choices.get("metadata"), tenant=choices.get("tenant"), **hnsw)
+        metadata=choices.get("metadata"), tenant=choices.get("tenant"), spelling=spelling,
+        **hnsw)
+
+
+def _recorded_adoption(
+    conn: psycopg.Connection[Any], name: str, table: str
+) -> _Adoption | None:
+    with conn.cursor() as cur:
+        return _adoption(_prefix_index_row(cur, name, table))
 
 
 def describe_existing_table(
@@ -174,24 +272,39 @@ def describe_existing_table(
     tenant: str | None,
     hnsw_m: int,
     hnsw_ef_construction: int,
+    spelling: Spelling = PYTHON,
 ) -> TableConfig:
-    """See :func:`table_config`; every argument explicit."""
-    if embedding is None or prefix_dim is None:
-        try:
-            recorded = describe_table(conn, table, schema=schema)
-        except InvalidConfigError:
-            recorded = None
-        if recorded is not None and recorded.adopted:
-            embedding = embedding or recorded.embedding_column
-            prefix_dim = recorded.prefix_dim if prefix_dim is None else prefix_dim
-        embedding = embedding or "embedding"
-        prefix_dim = DEFAULT_PREFIX_DIM if prefix_dim is None else prefix_dim
+    """See :func:`table_config`; every argument explicit. ``None`` takes what an earlier
+    adoption of the table recorded, if there was one and its columns are still there."""
     name, shown, rows = _table_columns(conn, table, schema)
+    table_columns = {r[0]: TableColumn(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5]))
+                     for r in rows}
+    if _created_by_mrl_pg(table_columns):
+        raise InvalidConfigError(
+            f"{shown} is a table mrl_pg created: it has its own prefix index and needs no "
+            "adoption; search it by name (mrl_pg.schema.catalog.describe_table, --table)")
+    recorded = _recorded_adoption(conn, name, table)
+    if recorded is not None:
+        choices = recorded.choices
+        embedding = embedding or recorded.embedding
+        prefix_dim = recorded.prefix_dim if prefix_dim is None else prefix_dim
+        if key is None and choices.get("key") and not _missing(choices["key"], table_columns):
+            key = tuple(choices["key"])
+        if columns is None and choices.get("columns") is not None:
+            # A recorded column dropped since: adopting again follows the table.
+            columns = tuple(c for c in choices["columns"] if c in table_columns) or None
+        for field in ("metadata", "tenant"):
+            value = choices.get(field)
+            if value is not None and value in table_columns:
+                if field == "metadata" and metadata is None:
+                    metadata = value
+                if field == "tenant" and tenant is None:
+                    tenant = value
+    embedding = embedding or "embedding"
+    prefix_dim = DEFAULT_PREFIX_DIM if prefix_dim is None else prefix_dim
     with conn.cursor() as cur:
         unique_keys = [(bool(r[0]), tuple(r[1])) for r in cur.execute(
             _UNIQUE_KEYS, {"table": name}).fetchall()]
-    table_columns = {r[0]: TableColumn(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5]))
-                     for r in rows}
     actual_schema = str(rows[0][6]) if rows else schema
 
     def column(what: str, wanted: str) -> TableColumn:
@@ -207,9 +320,9 @@ def describe_existing_table(
             f"embedding column {embedding!r} of {shown} is {vector.type_name}, "
             "expected vector(N) or halfvec(N)")
     if vector.typmod < 1:
-        raise InvalidConfigError(
-            f"embedding column {embedding!r} of {shown} has no dimension: "
-            f"declare it {vector.type_name}(N)")
+        raise InvalidConfigError(_no_dimension(
+            conn, sql.Identifier(schema, table) if schema else sql.Identifier(table), shown,
+            vector))
     if metadata is not None and column("metadata", metadata).type_name != "jsonb":
         raise InvalidConfigError(
             f"metadata column {metadata!r} of {shown} is {table_columns[metadata].type_name}, "
@@ -221,7 +334,7 @@ def describe_existing_table(
         if not primary:
             raise InvalidConfigError(
                 f"table {shown} has no primary key: name the columns of a unique "
-                "constraint as key=(...)")
+                f"constraint as {spelling.key}")
         key = primary[0]
     else:
         for part in key:
@@ -238,7 +351,7 @@ def describe_existing_table(
     if "distance" in columns:
         raise InvalidConfigError(
             f"table {shown} has a column named 'distance', which clashes with the distance "
-            "a search returns: pass columns=(...) without it")
+            f"a search returns: pass {spelling.columns} without it")
     return TableConfig(
         name=table,
         schema=actual_schema,
@@ -258,6 +371,27 @@ def describe_existing_table(
     )
 
 
+def _no_dimension(conn: psycopg.Connection[Any], table: sql.Composable, shown: str,
+                  vector: TableColumn) -> str:
+    """Why a ``vector`` column declared without a dimension is refused, and the one
+    command that fixes it: the dimension its rows have, when they all agree."""
+    dims = sql.SQL("vector_dims({})").format(sql.Identifier(vector.name))
+    with conn.cursor() as cur:
+        row = cur.execute(sql.SQL("SELECT min({d}), max({d}) FROM {t}").format(
+            d=dims, t=table)).fetchone()
+    low, high = (row or (None, None))
+    alter = sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {}").format(
+        table, sql.Identifier(vector.name), sql.SQL(vector.type_name)).as_string(None)
+    base = (f"embedding column {vector.name!r} of {shown} is declared {vector.type_name} "
+            "without a dimension, which an HNSW index cannot hold")
+    if low is not None and low == high:
+        return f"{base}; all its rows have {low} dimensions, so declare it so: {alter}({low})"
+    if low is None:
+        return f"{base}; declare it with one: {alter}(N)"
+    return (f"{base}, and its rows have {low} to {high} dimensions: make them one length, "
+            f"then {alter}(N)")
+
+
 def table_config(
     conn: psycopg.Connection[Any],
     table: str,
@@ -274,12 +408,15 @@ def table_config(
 ) -> TableConfig:
     """Describe an existing table from the catalog, to search it where it is.
 
-    ``embedding`` must be a ``vector(N)`` or ``halfvec(N)`` column. Left
-    out, ``embedding`` and ``prefix_dim`` are what the table's adoption
-    recorded (its prefix index), else ``"embedding"`` and 512. ``key``
-    defaults to the primary key (else name the columns of a unique
-    constraint); ``columns`` (what a search returns) defaults to every
-    column but the vectors. The prefix is held by an expression index
+    ``embedding`` must be a ``vector(N)`` or ``halfvec(N)`` column. Every
+    argument left out is what the table's last adoption recorded (the prefix
+    index holds the embedding column and ``prefix_dim``, a comment on it the
+    key, returned columns, metadata and tenant columns), so describing or
+    adopting a table again keeps its choices; with no adoption, ``"embedding"``
+    and 512, ``key`` the primary key (else name the columns of a unique
+    constraint), ``columns`` (what a search returns) every column but the
+    vectors, which also follows columns added later. The table name may need
+    quoting (``"CamelProducts"``). The prefix is held by an expression index
     (``mrl-pg adopt``), not a new column. A missing column or a wrong type
     raises :class:`~mrl_pg.errors.InvalidConfigError` naming it.
 
