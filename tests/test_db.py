@@ -71,7 +71,9 @@ async def test_async_engine_takes_the_same_dsn(database_dsn):
 def test_numpy_integers_are_accepted_where_an_integer_is_expected():
     statement = mrl_pg.adaptive_search_statement(TableConfig(), np.ones(1536),
                                                  k=np.int64(10), oversample=np.int32(4))
-    assert (statement.params["k"], statement.params["pool"]) == (10, 40)
+    assert statement.settings_params is not None
+    assert (statement.params["k"], statement.settings_params["oversample"]) == (10, 4)
+    assert type(statement.settings_params["oversample"]) is int
     with pytest.raises(InvalidSearchError, match="k must be an integer, got 10.0"):
         mrl_pg.adaptive_search_statement(TableConfig(), np.ones(1536), k=10.0)
 

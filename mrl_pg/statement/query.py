@@ -531,5 +531,7 @@ def settings_parameters(
     params: SearchParams, *, oversample: int | None, ef_search: int | None,
 ) -> dict[str, Any]:
     """Parameters of :func:`adaptive_settings_sql`: what the caller fixed, NULL for the rest."""
-    return {"k": params.k, "oversample": oversample, "ef_search": ef_search,
+    # The checked values (numpy integers become ints), NULL where the caller left them out.
+    return {"k": params.k, "oversample": None if oversample is None else params.oversample,
+            "ef_search": None if ef_search is None else params.ef_search,
             "max_scan_tuples": params.max_scan_tuples}
