@@ -117,6 +117,7 @@ def _adaptive_statement(
         filter=sql.Placeholder("filter") if filtered else None,
         where=where_sql(config, shape),
         stage=stage,
+        offset=sql.Placeholder("offset"),
     )
 
 
@@ -138,12 +139,14 @@ def adaptive_search_statement(
     ef_search: int | None = None,
     tuning: SearchTuning = DEFAULT_TUNING,
     stage: FirstStage = PREFIX_HNSW,
+    offset: int = 0,
 ) -> SearchStatement:
     """The adaptive search for one full-dimension ``query`` as psycopg ``Composed`` + parameters.
 
     ``oversample`` and ``ef_search`` left unset come from ``tuning`` (what
     :func:`search` reads from the table's ``mrl_pg_tuning`` row). ``stage``
     finds the candidates (:mod:`mrl_pg.statement.stages`; its index must exist).
+    ``offset`` skips that many of the best rows (the pool grows to hold them).
 
     >>> s = adaptive_search_statement(TableConfig(), [1.0] * 1536, k=5)
     >>> s.params["pool"], s.params["k"]
@@ -151,7 +154,7 @@ def adaptive_search_statement(
     """
     params = SearchParams(k=k, oversample=tuning.oversample if oversample is None else oversample,
                           filter=filter, max_scan_tuples=max_scan_tuples, ef_search=ef_search,
-                          tuning=tuning)
+                          tuning=tuning, offset=offset)
     columns = _column_filter(config, where, tenant)
     values = search_parameters(params) | columns.params | {"query": _query_vector(config, query)}
     statement = _adaptive_statement(config, params.has_filter, columns.shape, stage)
@@ -179,13 +182,15 @@ def exact_search_statement(
     filter: Mapping[str, Any] | None = None,
     where: Mapping[str, Any] | ColumnFilter | None = None,
     tenant: Any = None,
+    offset: int = 0,
 ) -> SearchStatement:
     """Exact full-dimension search: index scans off for the transaction, every row compared."""
-    params = SearchParams(k=k, oversample=1, filter=filter)
+    params = SearchParams(k=k, oversample=1, filter=filter, offset=offset)
     columns = _column_filter(config, where, tenant)
     values = {
         "query": _query_vector(config, query),
         "k": params.k,
+        "offset": params.offset,
         "filter": params.filter_json,
     } | columns.params
     statement = exact_search_sql(
@@ -194,6 +199,7 @@ def exact_search_statement(
         k=sql.Placeholder("k"),
         filter=sql.Placeholder("filter") if params.has_filter else None,
         where=where_sql(config, columns.shape),
+        offset=sql.Placeholder("offset"),
     )
     return SearchStatement(settings=settings_sql(EXACT_SETTINGS), statement=statement,
                            params=values, setting_names=tuple(n for n, _ in EXACT_SETTINGS))
@@ -279,19 +285,20 @@ def _adaptive(
     tenant: Any,
     max_scan_tuples: int | None,
     ef_search: int | None,
+    offset: int = 0,
 ) -> SearchStatement | _Tuned:
     # Built once now, so bad arguments fail before any statement is sent.
     columns = compile_where(config, where, tenant=tenant)
     statement = adaptive_search_statement(
         config, query, k=k, oversample=oversample, filter=filter, where=columns,
-        max_scan_tuples=max_scan_tuples, ef_search=ef_search,
+        max_scan_tuples=max_scan_tuples, ef_search=ef_search, offset=offset,
     )
     if oversample is not None and ef_search is not None:
         return statement
     vector = statement.params["query"]
     return _Tuned(config, lambda tuning: adaptive_search_statement(
         config, vector, k=k, oversample=oversample, filter=filter, where=columns,
-        max_scan_tuples=max_scan_tuples, ef_search=ef_search, tuning=tuning,
+        max_scan_tuples=max_scan_tuples, ef_search=ef_search, tuning=tuning, offset=offset,
     ))
 
 
@@ -307,6 +314,7 @@ def search(
     tenant: Any = None,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
+    offset: int = 0,
 ) -> list[SearchResult]:
     """Adaptive search: ``k * oversample`` candidates by prefix (HNSW), re-ranked by full cosine.
 
@@ -316,14 +324,17 @@ def search(
     the table's own columns (:mod:`mrl_pg.statement.filters`: equality, IN, ranges,
     NULL checks), ``filter`` the metadata column by containment, ``tenant``
     the tenant column; all three apply inside the candidate scan, so ``k``
-    matching rows come back whenever that many exist.
+    matching rows come back whenever that many exist. ``offset`` skips the best
+    ``offset`` rows: ``offset=10, k=10`` is rows 11..20 of a ``k=20`` search, from a
+    pool of ``(offset + k) * oversample`` candidates (``docs/filters.md``). A row whose
+    embedding is NULL is never a result.
 
     >>> search(conn, TableConfig(), embedding, k=10, filter={"lang": "en"})  # doctest: +SKIP
     >>> search(conn, articles, embedding, where={"author_id": [5, 7]})  # doctest: +SKIP
     """
     return _rows_to_results(config, _run(conn, _adaptive(
         config, query, k=k, oversample=oversample, filter=filter, where=where, tenant=tenant,
-        max_scan_tuples=max_scan_tuples, ef_search=ef_search,
+        max_scan_tuples=max_scan_tuples, ef_search=ef_search, offset=offset,
     )))
 
 
@@ -336,10 +347,11 @@ def exact_search(
     filter: Mapping[str, Any] | None = None,
     where: Mapping[str, Any] | None = None,
     tenant: Any = None,
+    offset: int = 0,
 ) -> list[SearchResult]:
     """Exact search on the full vectors (sequential scan): ground truth, or for small tables."""
     statement = exact_search_statement(config, query, k=k, filter=filter, where=where,
-                                       tenant=tenant)
+                                       tenant=tenant, offset=offset)
     return _rows_to_results(config, _run(conn, statement))
 
 
@@ -355,11 +367,12 @@ async def search_async(
     tenant: Any = None,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
+    offset: int = 0,
 ) -> list[SearchResult]:
     """Async twin of :func:`search`."""
     return _rows_to_results(config, await _run_async(conn, _adaptive(
         config, query, k=k, oversample=oversample, filter=filter, where=where, tenant=tenant,
-        max_scan_tuples=max_scan_tuples, ef_search=ef_search,
+        max_scan_tuples=max_scan_tuples, ef_search=ef_search, offset=offset,
     )))
 
 
@@ -372,10 +385,11 @@ async def exact_search_async(
     filter: Mapping[str, Any] | None = None,
     where: Mapping[str, Any] | None = None,
     tenant: Any = None,
+    offset: int = 0,
 ) -> list[SearchResult]:
     """Async twin of :func:`exact_search`."""
     statement = exact_search_statement(config, query, k=k, filter=filter, where=where,
-                                       tenant=tenant)
+                                       tenant=tenant, offset=offset)
     return _rows_to_results(config, await _run_async(conn, statement))
 
 
@@ -391,6 +405,7 @@ def explain(
     tenant: Any = None,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
+    offset: int = 0,
     exact: bool = False,
     analyze: bool = False,
     as_json: bool = False,
@@ -405,10 +420,11 @@ def explain(
     stmt: SearchStatement | _Tuned
     if exact:
         stmt = exact_search_statement(config, query, k=k, filter=filter, where=where,
-                                      tenant=tenant)
+                                      tenant=tenant, offset=offset)
     else:
         stmt = _adaptive(config, query, k=k, oversample=oversample, filter=filter, where=where,
-                         tenant=tenant, max_scan_tuples=max_scan_tuples, ef_search=ef_search)
+                         tenant=tenant, max_scan_tuples=max_scan_tuples, ef_search=ef_search,
+                         offset=offset)
     return explain_statement(conn, stmt, analyze=analyze, as_json=as_json)
 
 

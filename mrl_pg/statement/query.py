@@ -86,7 +86,9 @@ MAX_SCAN_TUPLES_RULE = ClampedMultiple(factor=2, floor=DEFAULT_MAX_SCAN_TUPLES)
 class SearchParams:
     """Validated search arguments.
 
-    ``pool`` = ``k * oversample`` candidates are re-ranked. ``filter`` is a JSON
+    ``pool`` = ``(offset + k) * oversample`` candidates are re-ranked; the ``k``
+    rows after the best ``offset`` come back (a page: ``offset=10, k=10`` is rows
+    11..20 of the same search for ``k=20``). ``filter`` is a JSON
     object matched by containment (``metadata @> filter``); empty means none.
     ``max_scan_tuples`` bounds how many index tuples an iterative scan visits
     while looking for rows that pass a filter. ``ef_search`` overrides
@@ -100,9 +102,10 @@ class SearchParams:
     max_scan_tuples: int | None = None
     ef_search: int | None = None
     tuning: SearchTuning = DEFAULT_TUNING
+    offset: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("k", "oversample"):
+        for name in ("k", "oversample", "offset"):
             object.__setattr__(self, name, integer_argument(name, getattr(self, name)))
         for name in ("max_scan_tuples", "ef_search"):
             if getattr(self, name) is not None:
@@ -115,10 +118,14 @@ class SearchParams:
             raise InvalidSearchError(f"k must be between 1 and {MAX_MATCH_COUNT}, got {self.k}")
         if self.oversample < 1:
             raise InvalidSearchError(f"oversample must be at least 1, got {self.oversample}")
-        if self.pool > MAX_POOL:
+        if self.offset < 0:
+            raise InvalidSearchError(f"offset must be a non-negative integer, got {self.offset}")
+        if self.k + self.offset > MAX_MATCH_COUNT:
             raise InvalidSearchError(
-                f"k * oversample = {self.pool} candidates is more than {MAX_POOL}"
-            )
+                f"offset + k must be at most {MAX_MATCH_COUNT}, got {self.offset} + {self.k}")
+        if self.pool > MAX_POOL:
+            what = "(offset + k) * oversample" if self.offset else "k * oversample"
+            raise InvalidSearchError(f"{what} = {self.pool} candidates is more than {MAX_POOL}")
         if self.filter is not None and not isinstance(self.filter, Mapping):
             raise InvalidSearchError(
                 f"filter must be a JSON object (a mapping), got {type(self.filter).__name__}"
@@ -131,7 +138,9 @@ class SearchParams:
 
     @property
     def pool(self) -> int:
-        return self.k * self.oversample
+        """Candidates re-ranked: ``(offset + k) * oversample``, so page ``n`` of ``k`` rows
+        is rows ``n*k+1 .. (n+1)*k`` of one search for ``(n+1)*k`` rows."""
+        return (self.offset + self.k) * self.oversample
 
     @property
     def has_filter(self) -> bool:
@@ -191,7 +200,9 @@ def _where(
     config: TableConfig, filter: sql.Composable | None, where: sql.Composable | None,
     indent: str,
 ) -> sql.Composable:
-    conditions: list[sql.Composable] = []
+    # A row without a vector has no distance: never a candidate, never a result.
+    conditions: list[sql.Composable] = [
+        sql.SQL("{} IS NOT NULL").format(column_name(config.embedding_column))]
     if filter is not None:
         if config.metadata_column is None:
             raise InvalidSearchError(
@@ -201,8 +212,6 @@ def _where(
             column_name(config.metadata_column), filter))
     if where is not None:
         conditions.append(where)
-    if not conditions:
-        return sql.SQL("")
     return sql.SQL(indent + "WHERE {}").format(sql.SQL(" AND ").join(conditions))
 
 
@@ -215,16 +224,20 @@ def adaptive_search_sql(
     filter: sql.Composable | None = None,
     where: sql.Composable | None = None,
     stage: FirstStage = PREFIX_HNSW,
+    offset: sql.Composable | None = None,
 ) -> sql.Composed:
-    """The adaptive statement; ``query``/``pool``/``k``/``filter`` are how values are referenced.
+    """The adaptive statement; ``query``/``pool``/``k``/``filter``/``offset`` are how values
+    are referenced.
 
     ``stage`` finds the candidates (:mod:`mrl_pg.statement.stages`); its ORDER BY is
     exactly its indexed expression (by default the prefix column's or the
     prefix expression's ``<=>`` to the query's prefix), so the planner can
     walk its HNSW index. ``filter`` (metadata containment) and ``where`` (a
     predicate on the table's columns, :mod:`mrl_pg.statement.filters`) sit in the
-    candidate scan, so the iterative scan refills the pool with matching rows.
-    Each candidate carries only its key and its full-dimension distance,
+    candidate scan, so the iterative scan refills the pool with matching rows;
+    so does ``embedding IS NOT NULL`` (a row without a vector is never a result).
+    ``offset`` skips the best rows of the pool (the pool must hold ``offset + k``). Each
+    candidate carries only its key and its full-dimension distance,
     computed as the index hands it over: the vector is never copied into the
     materialized pool. The best ``k`` are then joined back to the table for
     their columns (``k`` key lookups). ``MATERIALIZED`` keeps each LIMIT where it is.
@@ -240,7 +253,7 @@ def adaptive_search_sql(
     SELECT {key}, distance
     FROM candidates
     ORDER BY distance, {key}
-    LIMIT {k}
+    LIMIT {k}{offset}
 )
 SELECT {returned}, best.distance
 FROM best JOIN {table} AS t ON {join}
@@ -253,12 +266,17 @@ ORDER BY best.distance, {best_key}"""
         order=stage.order_by(config, query),
         pool=pool,
         k=k,
+        offset=_offset(offset),
         returned=_names(config.returned_columns, "t"),
         join=sql.SQL(" AND ").join(
             sql.SQL("{} = {}").format(column_name("t", c), column_name("best", c))
             for c in key),
         best_key=_names(key, "best"),
     )
+
+
+def _offset(offset: sql.Composable | None) -> sql.Composable:
+    return sql.SQL("") if offset is None else sql.SQL(" OFFSET {}").format(offset)
 
 
 def exact_search_sql(
@@ -268,6 +286,7 @@ def exact_search_sql(
     k: sql.Composable,
     filter: sql.Composable | None = None,
     where: sql.Composable | None = None,
+    offset: sql.Composable | None = None,
 ) -> sql.Composed:
     """Full-dimension cosine over every (filtered) row: ground truth, and fine for small tables.
 
@@ -278,10 +297,10 @@ def exact_search_sql(
         """SELECT /* mrl_pg exact */ {returned}, {distance} AS distance
 FROM {table}{where}
 ORDER BY distance, {key}
-LIMIT {k}"""
+LIMIT {k}{offset}"""
     ).format(returned=_names(config.returned_columns), distance=full_distance(config, query),
              table=config.table, where=_where(config, filter, where, "\n"),
-             key=_names(config.key), k=k)
+             key=_names(config.key), k=k, offset=_offset(offset))
 
 
 def scan_settings(params: SearchParams) -> list[tuple[str, str]]:
@@ -347,4 +366,5 @@ loaded in this session) goes back to its default.
 
 def search_parameters(params: SearchParams) -> dict[str, Any]:
     """Named parameter values for the psycopg front end; the caller adds the query vector."""
-    return {"pool": params.pool, "k": params.k, "filter": params.filter_json}
+    return {"pool": params.pool, "k": params.k, "offset": params.offset,
+            "filter": params.filter_json}
