@@ -81,6 +81,14 @@ class Target:
         return self.config
 
     @property
+    def embedding_column(self) -> ColumnElement[Any]:
+        """The stored embedding: a row where it is NULL is never a candidate nor a result."""
+        if self.embedding is None:
+            mixin: Any = self.model
+            return cast("ColumnElement[Any]", mixin.embedding)
+        return self.embedding
+
+    @property
     def embedding_name(self) -> str:
         return self.embedding.key if self.embedding is not None else "embedding"
 
@@ -287,6 +295,33 @@ def search_params(
                         ef_search=ef_search, tuning=tuning)
 
 
+class SearchSelect(Select[Any]):
+    """What :func:`mrl_pg.sqlalchemy.search_select` returns: a ``Select`` that composes
+    (joins, more columns, ``where`` on the result), but refuses ``offset``/``limit``,
+    ``slice`` and ``fetch``: its rows are already the page asked for (the best ``k`` after
+    ``offset`` of a pool sized for them), so a later ``.offset(10)`` would silently
+    return nothing. Pass ``k=`` and ``offset=`` to ``search_select`` instead."""
+
+    inherit_cache = True
+
+    def _refuse(self, what: str) -> InvalidSearchError:
+        return InvalidSearchError(
+            f"{what} on search_select(...) cannot page a search whose pool is already "
+            "taken: pass k= and offset= to search_select (offset=10, k=10 is rows 11-20)")
+
+    def offset(self, *args: Any, **kw: Any) -> Any:
+        raise self._refuse(".offset()")
+
+    def limit(self, *args: Any, **kw: Any) -> Any:
+        raise self._refuse(".limit()")
+
+    def slice(self, *args: Any, **kw: Any) -> Any:
+        raise self._refuse(".slice()")
+
+    def fetch(self, *args: Any, **kw: Any) -> Any:
+        raise self._refuse(".fetch()")
+
+
 def adaptive_select(
     target: Target, query_vector: Any, params: SearchParams, *, k: int, offset: int,
     where: Where,
@@ -296,7 +331,8 @@ def adaptive_select(
     query = target.query(query_vector)
     names = [c.name for c in target.key]
     scan = select(*(c.label(n) for c, n in zip(target.key, names, strict=True)),
-                  target.distance(query).label("distance")).where(*where)
+                  target.distance(query).label("distance")).where(
+        target.embedding_column.is_not(None), *where)
     target.check_froms(scan)
     candidates = (
         scan.order_by(target.prefix_order(query))
@@ -319,7 +355,9 @@ def adaptive_select(
     )
     if offset:
         statement = statement.offset(offset)
-    return _with_settings(statement, scan_settings(params))
+    paged = SearchSelect.__new__(SearchSelect)
+    paged.__dict__.update(statement.__dict__)
+    return _with_settings(paged, scan_settings(params))
 
 
 def exact_select(target: Target, query_vector: Any, *, k: int, where: Where) -> Select[Any]:
@@ -329,7 +367,8 @@ def exact_select(target: Target, query_vector: Any, *, k: int, where: Where) -> 
     query = target.query(query_vector)
     distance = target.distance(query).label("distance")
     target.check_froms(select(*target.key).where(*where))
-    statement = select(target.model, distance).where(*where).order_by(distance, *target.key)
+    statement = select(target.model, distance).where(
+        target.embedding_column.is_not(None), *where).order_by(distance, *target.key)
     return _with_settings(statement.limit(k), EXACT_SETTINGS)
 
 

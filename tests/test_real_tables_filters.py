@@ -1,0 +1,326 @@
+"""Users' own tables (issue 16): NULL embeddings, nullable keys, pages (offset), through every
+way in: psycopg sync and async, the ORM, the SQL function and ``mrl-pg search``."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from click.testing import CliRunner
+from pgvector.sqlalchemy import VECTOR
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from sqlalchemy import Integer, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from mrl_pg import TableConfig, install
+from mrl_pg.cli import cli
+from mrl_pg.db import configure_connection, create_engine
+from mrl_pg.errors import InvalidConfigError, InvalidSearchError
+from mrl_pg.index.adopt import adopt_table
+from mrl_pg.psycopg._search import (
+    exact_search,
+    exact_search_async,
+    explain,
+    search,
+    search_async,
+)
+from mrl_pg.schema.catalog import table_config
+from mrl_pg.schema.search_function import (
+    OLD_SEARCH_FUNCTION_ARGS,
+    SEARCH_FUNCTION_ARGS,
+    search_function_ddl,
+)
+from mrl_pg.sqlalchemy import exact_search as orm_exact_search
+from mrl_pg.sqlalchemy import search as orm_search
+from mrl_pg.sqlalchemy import search_select
+from mrl_pg.statement.plans import uses_index
+from tests.fix_corpus import copy_rows
+
+DIM, PREFIX, ROWS = 16, 8, 400
+RNG = np.random.default_rng(7)
+VECTORS = RNG.normal(size=(ROWS, DIM)).astype(np.float32)
+QUERY = RNG.normal(size=DIM).astype(np.float32)
+# "rare" rows: 3 with a vector, 4 without; every 10th other row has no vector either.
+RARE_WITH, RARE_WITHOUT = {5, 6, 7}, {8, 9, 10, 11}
+
+
+def _has_vector(i: int) -> bool:
+    return i not in RARE_WITHOUT and not (i % 10 == 0 and i > 20)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Product(Base):
+    __tablename__ = "products"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    category: Mapped[str | None] = mapped_column(Text)
+    embedding: Mapped[Any] = mapped_column(VECTOR(DIM), nullable=True)
+
+
+def _dsn_in(database_dsn: str, schema: str) -> str:
+    options = conninfo_to_dict(database_dsn).get("options") or ""
+    return make_conninfo(database_dsn, options=f"{options} -c search_path={schema},public".strip())
+
+
+@pytest.fixture(scope="module")
+def products_dsn(database_dsn: str) -> Iterator[str]:
+    """``products`` with a nullable embedding (the README's example), adopted."""
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    dsn = _dsn_in(database_dsn, schema)
+    with psycopg.connect(database_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        configure_connection(conn)
+        conn.execute(f"CREATE TABLE products (id int PRIMARY KEY, category text, "
+                     f"embedding vector({DIM}))")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO products VALUES (%s, %s, %s)", [
+                (i, "rare" if i in RARE_WITH | RARE_WITHOUT else "common",
+                 VECTORS[i] if _has_vector(i) else None) for i in range(ROWS)])
+        conn.execute("ANALYZE products")
+        adopt_table(conn, table_config(conn, "products", prefix_dim=PREFIX))
+    yield dsn
+    with psycopg.connect(database_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def products(products_dsn: str) -> Iterator[tuple[psycopg.Connection[Any], TableConfig]]:
+    with psycopg.connect(products_dsn, autocommit=True) as conn:
+        configure_connection(conn)
+        yield conn, table_config(conn, "products")
+
+
+RARE = {"category": "rare"}
+
+
+def _distances(ids: list[int]) -> list[float]:
+    v = VECTORS[ids].astype(np.float64)
+    q = QUERY.astype(np.float64)
+    return list(1 - (v @ q) / (np.linalg.norm(v, axis=1) * np.linalg.norm(q)))
+
+
+# --- 1. NULL embeddings ---------------------------------------------------------------------
+
+def test_rows_without_a_vector_are_never_results_in_psycopg_search(products):
+    conn, config = products
+    for found in (search(conn, config, QUERY, k=10, where=RARE),
+                  exact_search(conn, config, QUERY, k=10, where=RARE)):
+        assert {r.id for r in found} == RARE_WITH
+        assert all(isinstance(r.distance, float) for r in found)
+    everything = exact_search(conn, config, QUERY, k=ROWS)
+    assert {r.id for r in everything} == {i for i in range(ROWS) if _has_vector(i)}
+
+
+async def test_rows_without_a_vector_are_never_results_in_async_search(products_dsn, products):
+    _, config = products
+    from pgvector.psycopg import register_vector_async
+
+    async with await psycopg.AsyncConnection.connect(products_dsn, autocommit=True) as aconn:
+        await register_vector_async(aconn)
+        assert {r.id for r in await search_async(aconn, config, QUERY, k=10, where=RARE)} \
+            == RARE_WITH
+        assert {r.id for r in await exact_search_async(aconn, config, QUERY, k=10,
+                                                       where=RARE)} == RARE_WITH
+
+
+def test_the_sql_function_returns_no_row_without_a_vector(products):
+    conn, _ = products
+    rows = conn.execute("SELECT id, distance FROM mrl_search_products(%s, 10, 8, %s::jsonb)",
+                        (QUERY, json.dumps(RARE))).fetchall()
+    assert {r[0] for r in rows} == RARE_WITH
+    assert all(r[1] is not None for r in rows)
+
+
+def test_the_orm_search_returns_no_row_without_a_vector(products_dsn):
+    engine = create_engine(products_dsn)
+    try:
+        with Session(engine) as session:
+            where = [Product.category == "rare"]
+            found = orm_search(session, Product.embedding, QUERY, k=10, where=where)
+            assert {p.id for p, _ in found} == RARE_WITH
+            exact = orm_exact_search(session, Product.embedding, QUERY, k=10, where=where)
+            assert {p.id for p, _ in exact} == RARE_WITH
+    finally:
+        engine.dispose()
+
+
+def test_the_cli_search_returns_no_row_without_a_vector(products_dsn, tmp_path):
+    path = tmp_path / "q.npy"
+    np.save(path, QUERY)
+    for extra in ([], ["--exact"]):
+        result = CliRunner().invoke(cli, ["search", "--vector", str(path), "--table", "products",
+                                          "--where", json.dumps(RARE), "--json",
+                                          "--dsn", products_dsn, *extra])
+        assert result.exit_code == 0, result.output
+        assert {json.loads(line)["id"] for line in result.output.splitlines()} == RARE_WITH
+
+
+def test_the_not_null_condition_keeps_the_hnsw_index_on_a_large_analyzed_table(conn):
+    """The prefix index is an expression index; ``embedding IS NOT NULL`` in the candidate
+    scan must not make the planner leave it."""
+    vectors = np.random.default_rng(3).normal(size=(20_000, DIM)).astype(np.float32)
+    conn.execute(f"CREATE TABLE big (id int PRIMARY KEY, embedding vector({DIM}))")
+    with conn.cursor() as cur, cur.copy("COPY big FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["int4", "vector"])
+        for i, v in enumerate(vectors):
+            copy.write_row([i, None if i % 50 == 0 else v])
+    conn.execute("ANALYZE big")
+    config = table_config(conn, "big", prefix_dim=PREFIX)
+    adopt_table(conn, config)
+    plan = explain(conn, config, QUERY, k=10, as_json=True)
+    assert uses_index(plan, config.hnsw_index_name), plan
+    assert "embedding IS NOT NULL" in explain(conn, config, QUERY, k=10)
+
+
+# --- 2. nullable unique keys ----------------------------------------------------------------
+
+def test_a_nullable_unique_key_is_refused_naming_the_column_and_the_fix(conn):
+    conn.execute(f"CREATE TABLE loose_keys (ext text UNIQUE, embedding vector({DIM}))")
+    with pytest.raises(InvalidConfigError, match=re.escape(
+            "key column ext of loose_keys may hold NULL")) as caught:
+        table_config(conn, "loose_keys", key=("ext",), prefix_dim=PREFIX)
+    assert "ALTER TABLE loose_keys ALTER COLUMN ext SET NOT NULL" in str(caught.value)
+    conn.execute("ALTER TABLE loose_keys ALTER COLUMN ext SET NOT NULL")
+    assert table_config(conn, "loose_keys", key=("ext",), prefix_dim=PREFIX).key == ("ext",)
+
+
+# --- 11. pages ------------------------------------------------------------------------------
+
+def test_page_two_is_rows_k_plus_one_to_2k_through_psycopg(products):
+    conn, config = products
+    whole = search(conn, config, QUERY, k=20, oversample=4)
+    page = search(conn, config, QUERY, k=10, oversample=4, offset=10)
+    assert [r.id for r in page] == [r.id for r in whole[10:]]
+    exact_whole = exact_search(conn, config, QUERY, k=20)
+    exact_page = exact_search(conn, config, QUERY, k=10, offset=10)
+    assert [r.id for r in exact_page] == [r.id for r in exact_whole[10:]]
+    expected = sorted((i for i in range(ROWS) if _has_vector(i)),
+                      key=lambda i: _distances([i])[0])
+    assert [r.id for r in exact_page] == expected[10:20]
+
+
+async def test_page_two_through_async_psycopg(products_dsn, products):
+    _, config = products
+    from pgvector.psycopg import register_vector_async
+
+    async with await psycopg.AsyncConnection.connect(products_dsn, autocommit=True) as aconn:
+        await register_vector_async(aconn)
+        whole = await search_async(aconn, config, QUERY, k=20, oversample=4)
+        page = await search_async(aconn, config, QUERY, k=10, oversample=4, offset=10)
+        assert [r.id for r in page] == [r.id for r in whole[10:]]
+
+
+def test_page_two_through_the_sql_function(products):
+    conn, _ = products
+    whole = conn.execute("SELECT id FROM mrl_search_products(%s, 20, 4)", (QUERY,)).fetchall()
+    page = conn.execute(
+        "SELECT id FROM mrl_search_products(query_embedding => %s, match_count => 10, "
+        "oversample => 4, match_offset => 10)", (QUERY,)).fetchall()
+    assert len(page) == 10 and page == whole[10:]
+    with pytest.raises(psycopg.Error, match="match_offset must be at least 0"):
+        conn.execute("SELECT * FROM mrl_search_products(%s, 10, 4, '{}', -1)", (QUERY,))
+
+
+def test_page_two_through_the_cli(products_dsn, tmp_path):
+    path = tmp_path / "q.npy"
+    np.save(path, QUERY)
+
+    def ids(*extra: str) -> list[int]:
+        result = CliRunner().invoke(cli, ["search", "--vector", str(path), "--table",
+                                          "products", "--json", "--oversample", "4",
+                                          "--dsn", products_dsn, *extra])
+        assert result.exit_code == 0, result.output
+        return [json.loads(line)["id"] for line in result.output.splitlines()]
+
+    assert ids("-k", "10", "--offset", "10") == ids("-k", "20")[10:]
+
+
+def test_the_orm_pages_with_offset_and_refuses_offset_on_the_select(products_dsn):
+    engine = create_engine(products_dsn)
+    try:
+        with Session(engine) as session:
+            whole = orm_search(session, Product.embedding, QUERY, k=20, oversample=4)
+            page = orm_search(session, Product.embedding, QUERY, k=10, oversample=4, offset=10)
+            assert [p.id for p, _ in page] == [p.id for p, _ in whole[10:]]
+        stmt = search_select(Product.embedding, QUERY, k=10, prefix_dim=PREFIX)
+        for call in (lambda: stmt.offset(10), lambda: stmt.limit(10),
+                     lambda: stmt.where(Product.id > 0).offset(10).limit(10)):
+            with pytest.raises(InvalidSearchError, match=re.escape(
+                    "pass k= and offset= to search_select")):
+                call()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"offset": -1}, "offset must be a non-negative integer, got -1"),
+    ({"offset": 995, "k": 10}, "offset + k must be at most 1000, got 995 + 10"),
+    ({"offset": 1.5}, "offset"),
+])
+def test_bad_offsets_are_refused_before_any_sql(products, kwargs, message):
+    conn, config = products
+    with pytest.raises(InvalidSearchError, match=re.escape(message)):
+        search(conn, config, QUERY, **kwargs)
+
+
+def test_the_managed_tables_function_pages_and_keeps_metadata_containment(conn, schema):
+    config = TableConfig("docs", full_dim=DIM, prefix_dim=PREFIX, schema=schema)
+    install(conn, config)
+    copy_rows(conn, config, VECTORS[:100], [f"d{i}" for i in range(100)],
+              [{"even": i % 2 == 0} for i in range(100)])
+    name = sql.Identifier(schema, "mrl_search_docs")
+    whole = conn.execute(sql.SQL("SELECT external_id FROM {}(%s, 20, 4, %s::jsonb)").format(
+        name), (QUERY, '{"even": true}')).fetchall()
+    page = conn.execute(sql.SQL("SELECT external_id FROM {}(%s, 10, 4, %s::jsonb, 10)").format(
+        name), (QUERY, '{"even": true}')).fetchall()
+    assert page == whole[10:] and len(page) == 10
+    assert all(int(r[0][1:]) % 2 == 0 for r in whole)
+
+
+def test_the_old_four_argument_function_is_replaced_and_its_grants_kept(conn, schema):
+    """Before match_offset the function took four arguments; installing the new one beside it
+    would make every call ambiguous, so it is dropped, and who could run it still can."""
+    config = TableConfig("docs", full_dim=DIM, prefix_dim=PREFIX, schema=schema)
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    install(conn, config, with_search_function=False)
+    old = sql.SQL("{}({})").format(config.qualified("mrl_search_docs"),
+                                   sql.SQL(OLD_SEARCH_FUNCTION_ARGS))
+    conn.execute(sql.SQL(
+        "CREATE FUNCTION {}(query_embedding vector, match_count integer DEFAULT 10, "
+        "oversample integer DEFAULT NULL, filter jsonb DEFAULT '{{}}') "
+        "RETURNS integer LANGUAGE sql AS 'SELECT 1'").format(config.qualified("mrl_search_docs")))
+    conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+    try:
+        conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC").format(old))
+        conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
+            old, sql.Identifier(role)))
+        conn.execute(search_function_ddl(config))
+        signatures = [r[0] for r in conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc AS p "
+            "WHERE p.proname = 'mrl_search_docs' AND p.pronamespace = %s::regnamespace",
+            (schema,)).fetchall()]
+        assert len(signatures) == 1, signatures
+        assert signatures[0].endswith("(vector,integer,integer,jsonb,integer)"), signatures
+        new = f"{schema}.mrl_search_docs({SEARCH_FUNCTION_ARGS})"
+        assert conn.execute("SELECT has_function_privilege(%s, %s, 'EXECUTE')",
+                            (role, new)).fetchone()[0]
+        assert not conn.execute(
+            "SELECT coalesce(bool_or(a.grantee = 0), false) FROM pg_proc AS p, "
+            "aclexplode(p.proacl) AS a WHERE p.oid = %s::regprocedure", (new,)).fetchone()[0]
+        rows = conn.execute(sql.SQL("SELECT external_id FROM {}(%s, 3)").format(
+            config.qualified("mrl_search_docs")), (QUERY,)).fetchall()
+        assert rows == []
+    finally:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
