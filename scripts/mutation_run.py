@@ -91,6 +91,8 @@ SERVER = "tests/test_server.py"
 TUNE = "tests/test_tune.py"
 STAGES = "tests/test_stages.py"
 SEARCH_BENCH = "tests/test_search_bench.py"
+FILTER_ORACLE = "tests/test_filter_oracle.py"
+REAL_TABLES = "tests/test_real_tables_filters.py"
 
 # query.py feeds all three front ends (psycopg, SQL function, ORM).
 QUERY_TESTS = (SEARCH, SQL_FUNCTION, ORM, THREE_WAYS, SETTINGS_SCOPE, ONE_RULE, TWINS, DB,
@@ -294,8 +296,9 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "function-ignores-filter",
         "mrl_search ignores its filter argument",
-        F, "EXECUTE {filtered} USING query_embedding, pool, match_count, filter;",
-        "EXECUTE {unfiltered} USING query_embedding, pool, match_count;", FUNCTION_TESTS,
+        F, "EXECUTE {filtered} USING query_embedding, pool, match_count, filter,",
+        "EXECUTE {unfiltered} USING query_embedding, pool, match_count, filter,",
+        FUNCTION_TESTS,
     ),
     Mutation(
         "function-ef-search-equals-pool",
@@ -634,11 +637,44 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "filters-in-without-cast",
         "IN values are not cast to the column's array type: a uuid column compared with text[]",
-        FL, 'sql.SQL("{} {}(CAST({} AS {}))").format(\n'
-            "                ident, sql.SQL(_SETS[op]), value, sql.Identifier(type_schema, "
-            "array_type)))",
-        'sql.SQL("{} {}({})").format(\n'
-        "                ident, sql.SQL(_SETS[op]), value))", (ADOPT,), group=ADDED,
+        FL, "column, sql.SQL(_SETS[op]), _cast(value.array, type_schema, array_type))",
+        "column, sql.SQL(_SETS[op]), value.array)", (ADOPT,), group=ADDED,
+    ),
+    # --- The filter language (issue 16): operators, NULL vectors, keys, pages ---
+    Mutation(
+        "filters-not-in-as-any",
+        "not_in compiled as <> ANY: every row with another value passes",
+        FL, '_SETS = {"in": "= ANY", "not_in": "<> ALL"}',
+        '_SETS = {"in": "= ANY", "not_in": "<> ANY"}', (FILTER_ORACLE,), group=ADDED,
+    ),
+    Mutation(
+        "filters-lte-as-lt",
+        "lte compiled as <: the bound itself is left out",
+        FL, '"lte": "<="', '"lte": "<"', (FILTER_ORACLE,), group=ADDED,
+    ),
+    Mutation(
+        "filters-fraction-cast-to-integer",
+        "a fraction against an integer column is cast to the column's type (rounded)",
+        FL, "    if kind == NUMERIC:\n        column =",
+        "    if False:\n        column =", (FILTER_ORACLE,), group=ADDED,
+    ),
+    Mutation(
+        "query-null-embeddings-kept",
+        "rows whose embedding is NULL stay candidates: float(None) or NULL distances",
+        Q, '        sql.SQL("{} IS NOT NULL").format(column_name(config.embedding_column))]',
+        '        sql.SQL("true")]', (REAL_TABLES,), group=ADDED,
+    ),
+    Mutation(
+        "catalog-nullable-key-accepted",
+        "a key column that may hold NULL is accepted: rows with a NULL key never come back",
+        CAT, "    _refuse_nullable_key(conn, name, shown, key)\n", "", (REAL_TABLES,),
+        group=ADDED,
+    ),
+    Mutation(
+        "query-offset-ignored",
+        "the offset is not applied to the best rows: page 2 repeats page 1",
+        Q, 'return sql.SQL("") if offset is None else sql.SQL(" OFFSET {}").format(offset)',
+        'return sql.SQL("")', (REAL_TABLES,), group=ADDED,
     ),
     Mutation(
         "catalog-any-key-accepted",
