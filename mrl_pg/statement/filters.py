@@ -305,10 +305,10 @@ def json_filter_sql(config: TableConfig, filter: sql.Composable) -> sql.Composed
 
     Planned with the object as a constant (``EXECUTE ... USING``), every unnamed part
     folds away, so a named one reaches the planner as ``author_id = 5``."""
-    parts = []
+    parts: list[sql.Composable] = []
     for ctype in config.filterable_columns.values():
         for op in operators_for(ctype):
             node = _json_value(filter, ctype[0], op).json
             parts.append(sql.SQL("({} IS NULL OR {})").format(
                 node, _json_condition(ctype, op, filter)))
-    return sql.SQL(" AND ").join(parts)
+    return sql.SQL(" AND ").join(parts or [sql.SQL("true")])
