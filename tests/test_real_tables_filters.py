@@ -252,6 +252,10 @@ def test_the_orm_pages_with_offset_and_refuses_offset_on_the_select(products_dsn
             whole = orm_search(session, Product.embedding, QUERY, k=20, oversample=4)
             page = orm_search(session, Product.embedding, QUERY, k=10, oversample=4, offset=10)
             assert [p.id for p, _ in page] == [p.id for p, _ in whole[10:]]
+            exact_whole = orm_exact_search(session, Product.embedding, QUERY, k=20)
+            exact_page = orm_exact_search(session, Product.embedding, QUERY, k=10, offset=10)
+            assert [p.id for p, _ in exact_page] == [p.id for p, _ in exact_whole[10:]]
+            assert len(exact_page) == 10
         stmt = search_select(Product.embedding, QUERY, k=10, prefix_dim=PREFIX)
         for call in (lambda: stmt.offset(10), lambda: stmt.limit(10),
                      lambda: stmt.where(Product.id > 0).offset(10).limit(10)):

@@ -360,15 +360,18 @@ def adaptive_select(
     return _with_settings(paged, scan_settings(params))
 
 
-def exact_select(target: Target, query_vector: Any, *, k: int, where: Where) -> Select[Any]:
+def exact_select(target: Target, query_vector: Any, *, k: int, where: Where,
+                 offset: int = 0) -> Select[Any]:
     """See :func:`mrl_pg.sqlalchemy.exact_search_select`."""
     where = conditions(where)
-    SearchParams(k=k, oversample=1)
+    SearchParams(k=k, oversample=1, offset=offset)
     query = target.query(query_vector)
     distance = target.distance(query).label("distance")
     target.check_froms(select(*target.key).where(*where))
     statement = select(target.model, distance).where(
         target.embedding_column.is_not(None), *where).order_by(distance, *target.key)
+    if offset:
+        statement = statement.offset(offset)
     return _with_settings(statement.limit(k), EXACT_SETTINGS)
 
 
