@@ -237,6 +237,8 @@ def test_an_integral_bound_stays_a_plain_comparison_in_the_column_type(items):
     ({"score": {"eq": {"a": 1}}}, "'score' eq takes one value, got a JSON object"),
     ({"score": {}}, "'score' has an empty condition"),
     ({"ghost": 1}, "cannot filter on: ghost"),
+    ({"attrs": {"lang": "fr"}},
+     '(containment on a jsonb column: {"attrs": {"contains": {...}}})'),
 ])
 def test_the_sql_function_refuses_a_bad_filter_by_name(items, where, message):
     conn, _ = items
@@ -250,6 +252,8 @@ def test_the_sql_function_refuses_a_bad_filter_by_name(items, where, message):
     ({"score": {"contains": [1]}}, "'score' is int4: contains applies to jsonb and array"),
     ({"tags": {"in": ["red"]}}, "'tags' is an array column"),
     ({"score": {}}, "'score' has an empty condition"),
+    ({"attrs": {"lang": "fr"}},
+     "(containment on a jsonb column: {'attrs': {'contains': {...}}})"),
 ])
 def test_python_refuses_the_same_bad_filters_by_name(items, where, message):
     conn, config = items

@@ -240,6 +240,8 @@ _CHECKS = """    SELECT p.problem INTO problem FROM (
             WHEN c.value = '{{}}'::jsonb THEN quote_literal(c.key) || ' has an empty condition'
             WHEN o.key <> ALL ({operators}) THEN 'unknown operator ' || quote_literal(o.key)
                 || ' for ' || quote_literal(c.key) || '; use one of ' || {operator_list}
+                || CASE WHEN a2.type_name = 'jsonb' THEN ' (containment on a jsonb column: {{"'
+                    || c.key || '": {{"contains": {{...}}}}}})' ELSE '' END
             WHEN a.op IS NULL THEN quote_literal(c.key) || ' takes no ' || o.key
                 || ' (a column of type ' || a2.type_name || ' takes ' || a2.ops || ')'
             WHEN a.kind = 'scalar' AND jsonb_typeof(o.value) = 'null' THEN quote_literal(c.key)

@@ -155,8 +155,11 @@ def _contained(column: str, ctype: ColumnType, value: Any) -> Any:
 def _condition(column: str, ctype: ColumnType, op: str, value: Any) -> tuple[str, str, Any]:
     """One (operator, kind, bound value) of ``column``, or an error naming what is wrong."""
     if op not in OPERATORS:
+        hint = (f" (containment on a jsonb column: {{{column!r}: {{'contains': {{...}}}}}})"
+                if _is_jsonb(ctype) else "")
         raise InvalidSearchError(
-            f"where: unknown operator {op!r} for {column!r}; use one of {', '.join(OPERATORS)}")
+            f"where: unknown operator {op!r} for {column!r}; use one of "
+            f"{', '.join(OPERATORS)}{hint}")
     if op not in operators_for(ctype):
         if op in _SETS:
             raise InvalidSearchError(
