@@ -328,3 +328,41 @@ def test_the_old_four_argument_function_is_replaced_and_its_grants_kept(conn, sc
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+# --- 10. the SQL function's JSON grammar folds to plain conditions ---------------------------
+
+def test_the_sql_functions_json_filter_folds_to_plain_conditions_and_walks_hnsw(conn):
+    """Every (column, operator) condition of the JSON grammar is in the function's statement;
+    planned with the filter as a constant, those the filter does not name fold away, and a
+    named one reaches the planner as a plain comparison beside the HNSW walk."""
+    from mrl_pg.bench.rls import AUTO_EXPLAIN, captured_plans, first_stage, plan_tree
+
+    vectors = np.random.default_rng(4).normal(size=(20_000, DIM)).astype(np.float32)
+    conn.execute(f"CREATE TABLE shop (id int PRIMARY KEY, score int, category text, "
+                 f"tags text[], attrs jsonb, embedding vector({DIM}))")
+    with conn.cursor() as cur, cur.copy(
+            "COPY shop (id, score, category, embedding) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["int4", "int4", "text", "vector"])
+        for i, v in enumerate(vectors):
+            copy.write_row([i, i % 5, ["books", "toys", "food", "tools", "art"][i % 5], v])
+    conn.execute("ANALYZE shop")
+    adopt_table(conn, table_config(conn, "shop", prefix_dim=PREFIX))
+    for statement in AUTO_EXPLAIN:
+        conn.execute(statement)
+    filters = {
+        '{"score": {"gte": 2.5}}': ("((score)::numeric >= 2.5)", {3, 4}),
+        '{"score": {"gte": 3}}': ("(score >= 3)", {3, 4}),
+        '{"category": ["books", "toys"]}': ("category = ANY", {0, 1}),
+    }
+    for text, (condition, scores) in filters.items():
+        with captured_plans(conn) as plans:
+            rows = conn.execute("SELECT id, score FROM mrl_search_shop(%s, 10, 8, %s::jsonb)",
+                                (QUERY, text)).fetchall()
+        assert len(rows) == 10 and {r[0] % 5 for r in rows} <= scores, (text, rows)
+        [plan] = plans
+        assert first_stage(plan).kind == "hnsw", text
+        [scan] = [n for n in plan_tree(plan) if n.get("Index Name") == "shop_embedding_prefix_hnsw"]
+        folded = scan["Filter"]  # e.g. ((embedding IS NOT NULL) AND (score >= 3))
+        assert "jsonb" not in folded and "->" not in folded, folded
+        assert condition in folded and "embedding IS NOT NULL" in folded, folded
