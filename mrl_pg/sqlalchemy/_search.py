@@ -250,6 +250,9 @@ def search_select(
 
     Executing it applies its HNSW settings for that statement only (see the
     module docstring), so ``session.execute(stmt)`` always gets its full pool.
+    Page with ``offset=`` and ``k=``: the statement refuses a later ``.offset()``,
+    ``.limit()``, ``.slice()`` or ``.fetch()`` (its pool is sized for the page asked
+    for). A row whose embedding is NULL is never a result.
     """
     params = search_params(k, oversample, offset, max_scan_tuples, ef_search, tuning)
     return adaptive_select(model_target(model, prefix_dim), query_vector, params, k=k,
