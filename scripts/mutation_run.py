@@ -671,6 +671,25 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
         group=ADDED,
     ),
     Mutation(
+        "query-pool-ignores-offset",
+        "the pool is k * oversample whatever the offset: a later page comes back short",
+        Q, "        return (self.offset + self.k) * self.oversample",
+        "        return self.k * self.oversample", (REAL_TABLES,), group=ADDED,
+    ),
+    Mutation(
+        "function-pool-ignores-offset",
+        "the SQL function's pool is match_count * oversample whatever match_offset",
+        F, "    pool := (match_offset + match_count) * oversample;",
+        "    pool := match_count * oversample;", (REAL_TABLES,), group=ADDED,
+    ),
+    Mutation(
+        "orm-select-takes-a-later-offset",
+        "search_select's Select takes a later .offset(): the page silently comes back empty",
+        "mrl_pg/sqlalchemy/_target.py", "return _with_settings(paged, scan_settings(params))",
+        "return _with_settings(statement, scan_settings(params))", (REAL_TABLES,),
+        group=ADDED,
+    ),
+    Mutation(
         "query-offset-ignored",
         "the offset is not applied to the best rows: page 2 repeats page 1",
         Q, 'return sql.SQL("") if offset is None else sql.SQL(" OFFSET {}").format(offset)',

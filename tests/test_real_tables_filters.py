@@ -207,6 +207,11 @@ def test_page_two_is_rows_k_plus_one_to_2k_through_psycopg(products):
     expected = sorted((i for i in range(ROWS) if _has_vector(i)),
                       key=lambda i: _distances([i])[0])
     assert [r.id for r in exact_page] == expected[10:20]
+    # The pool holds offset + k rows: with oversample 1 a page past the first still fills.
+    tight = search(conn, config, QUERY, k=10, oversample=1, offset=10)
+    assert len(tight) == 10
+    assert [r.id for r in tight] == [r.id for r in search(conn, config, QUERY, k=20,
+                                                          oversample=1)[10:]]
 
 
 async def test_page_two_through_async_psycopg(products_dsn, products):
@@ -227,6 +232,9 @@ def test_page_two_through_the_sql_function(products):
         "SELECT id FROM mrl_search_products(query_embedding => %s, match_count => 10, "
         "oversample => 4, match_offset => 10)", (QUERY,)).fetchall()
     assert len(page) == 10 and page == whole[10:]
+    tight = conn.execute("SELECT id FROM mrl_search_products(%s, 10, 1, '{}', 10)",
+                         (QUERY,)).fetchall()
+    assert len(tight) == 10
     with pytest.raises(psycopg.Error, match="match_offset must be at least 0"):
         conn.execute("SELECT * FROM mrl_search_products(%s, 10, 4, '{}', -1)", (QUERY,))
 
