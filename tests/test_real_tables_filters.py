@@ -154,6 +154,30 @@ def test_the_orm_search_returns_no_row_without_a_vector(products_dsn):
         engine.dispose()
 
 
+async def test_the_async_orm_search_returns_no_row_without_a_vector_and_pages(products_dsn):
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from mrl_pg.db import create_async_engine
+    from mrl_pg.sqlalchemy import exact_search_async as orm_exact_search_async
+    from mrl_pg.sqlalchemy import search_async as orm_search_async
+
+    engine = create_async_engine(products_dsn)
+    try:
+        async with AsyncSession(engine) as session:
+            where = [Product.category == "rare"]
+            found = await orm_search_async(session, Product.embedding, QUERY, k=10, where=where)
+            assert {p.id for p, _ in found} == RARE_WITH
+            exact = await orm_exact_search_async(session, Product.embedding, QUERY, k=10,
+                                                 where=where)
+            assert {p.id for p, _ in exact} == RARE_WITH
+            whole = await orm_search_async(session, Product.embedding, QUERY, k=20, oversample=1)
+            page = await orm_search_async(session, Product.embedding, QUERY, k=10,
+                                          oversample=1, offset=10)
+            assert len(page) == 10 and [p.id for p, _ in page] == [p.id for p, _ in whole[10:]]
+    finally:
+        await engine.dispose()
+
+
 def test_the_cli_search_returns_no_row_without_a_vector(products_dsn, tmp_path):
     path = tmp_path / "q.npy"
     np.save(path, QUERY)
