@@ -159,7 +159,7 @@ def test_the_candidates_are_ordered_by_exactly_the_adopted_index_expression():
     assert f"ORDER BY {order}" in compiled
     assert ("SELECT articles.id AS id, articles.embedding <=> CAST(CAST(%(mrl_query_1)s AS "
             f"vector) AS VECTOR({DIM})) AS distance") in compiled
-    assert "JOIN best ON articles.id = best.id" in compiled
+    assert "JOIN found ON articles.id = found.id" in compiled
     exact = str(exact_search_select(Article.embedding, QUERIES[0]).compile(
         dialect=postgresql.dialect()))
     assert "candidates" not in exact and "l2_normalize" not in exact
@@ -315,9 +315,10 @@ def test_a_halfvec_embedding_column_is_searched_through_its_own_index(conn, sche
     recalls = []
     try:
         with Session(engine) as session:
-            compiled = str(search_select(Note.embedding, QUERIES[0], prefix_dim=PREFIX).compile(
+            select = search_select(Note.embedding, QUERIES[0], prefix_dim=PREFIX)
+            compiled = str(select.compile(
                 dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
-            plan = _explain(session, compiled, None, {})
+            plan = _explain(session, compiled, None, dict(select.get_execution_options()))
             assert uses_index(plan, "notes_embedding_prefix_hnsw"), plan
             for query in QUERIES[:10]:
                 rows = search(session, Note.embedding, query, k=10)

@@ -91,7 +91,9 @@ def test_an_explicit_ef_search_overrides_the_rule_on_every_front_end():
     assert dict(scan_settings(SearchParams(k=10)))["hnsw.ef_search"] == str(
         DEFAULT_TUNING.ef_search_for(80))
     statement = adaptive_search_statement(Config(), np.ones(1536), k=10, ef_search=77)
-    assert "set_config('hnsw.ef_search', '77', true)" in render(statement.settings)
+    assert statement.settings_params is not None
+    assert statement.settings_params["ef_search"] == 77
+    assert "coalesce(%(ef_search)s::integer" in render(statement.settings)
     assert _search_params(10, 8, 0, None, 77).hnsw_ef_search == 77
     for bad in (0, 1001):
         with pytest.raises(InvalidSearchError, match="ef_search must be between 1 and 1000"):

@@ -44,9 +44,10 @@ def snapshot(conn: psycopg.Connection[Any], *, end_transaction: bool = False) ->
 
 
 def uses_hnsw(conn: psycopg.Connection[Any], corpus: Any) -> bool:
-    plan = explain(conn, corpus.config, corpus.queries[1], as_json=True)
+    plan = explain(conn, corpus.config, corpus.queries[1], as_json=True, analyze=True)
+    # The exact scan that stands in for a short walk is planned, and must not run.
     return bool(index_scans(plan, corpus.config.hnsw_index_name)) and not any(
-        n["Node Type"] == "Seq Scan" for n in nodes(plan)
+        n["Node Type"] == "Seq Scan" and n["Actual Loops"] for n in nodes(plan)
     )
 
 
@@ -193,9 +194,10 @@ def test_an_autocommit_orm_search_whose_settings_fail_leaves_no_transaction_open
     corpus, orm_model, monkeypatch
 ):
     import mrl_pg.sqlalchemy._target
+    from mrl_pg.statement.query import settings_sql
 
-    monkeypatch.setattr(mrl_pg.sqlalchemy._target, "scan_settings",
-                        lambda params: [("hnsw.ef_search", "not a number")])
+    monkeypatch.setattr(mrl_pg.sqlalchemy._target, "adaptive_settings_sql",
+                        lambda *a, **kw: settings_sql([("hnsw.ef_search", "not a number")]))
     engine = create_engine(corpus.dsn, execution_options={"isolation_level": "AUTOCOMMIT"})
     try:
         with Session(engine) as session:

@@ -33,10 +33,27 @@ def test_sql_function_returns_the_same_ids_as_the_python_search(corpus, corpus_c
 
 
 def test_sql_function_fills_a_pool_above_ef_search(corpus, corpus_conn):
-    rows = _call(corpus_conn, corpus.config, corpus.queries[0], 100, 32, "{}")
+    """A pool of 3,200 is more than ef_search's ceiling (1000): only the iterative scan fills
+    it. auto_explain shows the candidate scan the function ran."""
+    from mrl_pg.bench.rls import AUTO_EXPLAIN, captured_plans
+
+    for statement in AUTO_EXPLAIN:
+        corpus_conn.execute(statement)
+    with captured_plans(corpus_conn) as plans:
+        rows = _call(corpus_conn, corpus.config, corpus.queries[0], 100, 32, "{}")
+    corpus_conn.execute("RESET client_min_messages")
     assert len(rows) == 100
     distances = [r[2] for r in rows]
     assert distances == sorted(distances)
+    candidates = [n for n in _nodes(plans[0][0]["Plan"])
+                  if n.get("Subplan Name") == "CTE candidates"]
+    assert len(candidates) == 1 and candidates[0]["Actual Rows"] == 3200
+
+
+def _nodes(node):
+    yield node
+    for child in node.get("Plans", []):
+        yield from _nodes(child)
 
 
 def test_sql_function_settings_do_not_leak_into_the_callers_transaction(corpus, corpus_conn):
@@ -87,6 +104,10 @@ def function_settings(schema: str) -> list[str]:
         "hnsw.ef_search=40",
         "hnsw.iterative_scan=relaxed_order",
         "hnsw.max_scan_tuples=20000",
+        "hnsw.scan_mem_multiplier=1",
+        "plan_cache_mode=force_custom_plan",
+        "enable_seqscan=off",
+        "enable_bitmapscan=off",
     ]
 
 

@@ -258,8 +258,8 @@ def test_search_select_orders_candidates_by_exactly_the_indexed_expression():
     assert f"ORDER BY docs.embedding_prefix <=> {query_prefix}" in compiled
     # Candidates carry id and full distance only; the best are joined back to the table.
     assert "(SELECT docs.id AS id, docs.embedding <=> CAST(" in compiled
-    assert "best AS MATERIALIZED" in compiled and "JOIN best ON docs.id = best.id" in compiled
-    assert "ORDER BY best.distance, best.id" in compiled and "OFFSET" in compiled
+    assert "best AS MATERIALIZED" in compiled and "JOIN found ON docs.id = found.id" in compiled
+    assert "ORDER BY found.distance, found.id" in compiled and "OFFSET" in compiled
     exact = str(exact_search_select(model, np.ones(DIM)).compile(dialect=postgresql.dialect()))
     assert "candidates" not in exact and "embedding_prefix <=>" not in exact
 
@@ -379,7 +379,7 @@ def test_a_composed_search_select_run_on_its_own_returns_k_rows_above_ef_search(
     assert len(rows) == 100
 
 
-def test_repeated_searches_are_prepared_by_psycopg_but_never_use_a_generic_plan(loaded):
+def test_repeated_searches_are_never_prepared_so_never_use_a_generic_plan(loaded):
     with Session(loaded.engine) as session:
         # Even a connection told to prefer generic plans gets custom ones for searches.
         session.execute(text("SET plan_cache_mode = force_generic_plan"))
@@ -392,9 +392,9 @@ def test_repeated_searches_are_prepared_by_psycopg_but_never_use_a_generic_plan(
             "WHERE statement LIKE '%candidates AS MATERIALIZED%'")).all()
         session.execute(text("RESET plan_cache_mode"))
         session.commit()
-    assert len(prepared) == 1
-    generic, custom = prepared[0]
-    assert generic == 0 and custom >= 6
+    # psycopg prepares a statement run 5 times, and a prepared statement may keep a
+    # generic plan that ignores the pool; the ORM search is sent unprepared.
+    assert prepared == []
 
 
 async def test_async_search_returns_the_same_rows_as_sync(loaded, schema_dsn):

@@ -1,12 +1,11 @@
 """Adaptive and exact search over a psycopg connection (sync and async).
 
 Each search runs in its own transaction, or in a savepoint inside the
-caller's, pipelined: BEGIN (or SAVEPOINT), the transaction-local HNSW
-settings and the statement leave together. No setting outlives the search:
-its own transaction takes them away when it commits; inside the caller's
-transaction the values read before the search are put back before the
-savepoint is released (``set_config(..., true)`` survives ``RELEASE
-SAVEPOINT``). Nothing is rolled back on success, since psycopg forgets its
+caller's, in one round trip (:mod:`mrl_pg.statement.round_trip`): BEGIN (or
+SAVEPOINT), the settings statement, which reads the table's tuning in the
+database, the search statement and COMMIT (or the old settings put back and
+RELEASE) leave in one pipeline with a single Sync. No setting outlives the
+search. Nothing is rolled back on success, since psycopg forgets its
 prepared statements on every rollback. Statements are never prepared, so a
 cached generic plan can never replace the per-call plan.
 """
@@ -16,29 +15,31 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.pq import TransactionStatus
 
 from mrl_pg.config import TableConfig
 from mrl_pg.errors import DatabaseError, one_line
 from mrl_pg.statement.filters import ColumnFilter, Shape, compile_where, where_sql
 from mrl_pg.statement.query import (
+    ADAPTIVE_SETTING_NAMES,
     EXACT_SETTINGS,
-    RESTORE_SETTINGS_SQL,
+    POOL_SQL,
     SearchParams,
     adaptive_search_sql,
+    adaptive_settings_sql,
     exact_search_sql,
-    scan_settings,
     search_parameters,
+    settings_parameters,
     settings_sql,
 )
+from mrl_pg.statement.round_trip import begin_command, driver_begin, wrapping
 from mrl_pg.statement.stages import PREFIX_HNSW, FirstStage
-from mrl_pg.statement.tuning import DEFAULT_TUNING, SearchTuning, load_tuning, load_tuning_async
+from mrl_pg.statement.tuning import DEFAULT_TUNING, TUNING_TABLE, SearchTuning
 from mrl_pg.vectors import FloatArray, as_embedding
 
 __all__ = [
@@ -84,18 +85,24 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class SearchStatement:
-    """A search as psycopg objects: ``settings``, then ``statement`` with ``params``.
+    """A search as psycopg objects: ``settings`` with ``settings_params``, then ``statement``
+    with ``params``.
 
-    ``settings`` returns the old values of ``setting_names`` and sets the new
-    ones for the transaction: run both in a transaction of their own, or put
-    the old values back with :data:`mrl_pg.statement.query.RESTORE_SETTINGS_SQL`
-    afterwards (:func:`search` does all this).
+    ``settings`` saves the old values of ``setting_names`` in the database and
+    sets the new ones for the transaction: run both in a transaction of their
+    own, or put the old values back with
+    :func:`mrl_pg.statement.query.restore_settings_sql` afterwards
+    (:func:`run_statement` does all this, in one round trip). ``without_tuning``
+    is the same search with the default tuning, for a database that has no
+    ``mrl_pg_tuning`` table (yet, or any more).
     """
 
     settings: sql.Composed
     statement: sql.Composed
     params: dict[str, Any]
     setting_names: tuple[str, ...] = ()
+    settings_params: dict[str, Any] | None = None
+    without_tuning: SearchStatement | None = None
 
 
 def _query_vector(config: TableConfig, query: Any) -> FloatArray:
@@ -112,7 +119,7 @@ def _adaptive_statement(
     return adaptive_search_sql(
         config,
         query=sql.Placeholder("query"),
-        pool=sql.Placeholder("pool"),
+        pool=POOL_SQL,
         k=sql.Placeholder("k"),
         filter=sql.Placeholder("filter") if filtered else None,
         where=where_sql(config, shape),
@@ -121,9 +128,9 @@ def _adaptive_statement(
     )
 
 
-@functools.lru_cache(maxsize=1024)
-def _settings_statement(settings: tuple[tuple[str, str], ...]) -> sql.Composed:
-    return settings_sql(list(settings))
+@functools.lru_cache(maxsize=256)
+def _settings_statement(config: TableConfig | None, tuning: SearchTuning) -> sql.Composed:
+    return adaptive_settings_sql(config, tuning=tuning)
 
 
 def adaptive_search_statement(
@@ -137,31 +144,40 @@ def adaptive_search_statement(
     tenant: Any = None,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
-    tuning: SearchTuning = DEFAULT_TUNING,
+    tuning: SearchTuning | None = None,
     stage: FirstStage = PREFIX_HNSW,
     offset: int = 0,
 ) -> SearchStatement:
     """The adaptive search for one full-dimension ``query`` as psycopg ``Composed`` + parameters.
 
-    ``oversample`` and ``ef_search`` left unset come from ``tuning`` (what
-    :func:`search` reads from the table's ``mrl_pg_tuning`` row). ``stage``
-    finds the candidates (:mod:`mrl_pg.statement.stages`; its index must exist).
-    ``offset`` skips that many of the best rows (the pool grows to hold them).
+    ``oversample`` and ``ef_search`` left unset come from the table's
+    ``mrl_pg_tuning`` row, read by the settings statement in the database (no
+    extra round trip), or from ``tuning`` when one is given (then no table is
+    read). ``stage`` finds the candidates (:mod:`mrl_pg.statement.stages`; its
+    index must exist). ``offset`` skips that many of the best rows (the pool grows
+    to hold them: ``(offset + k) * oversample``).
 
-    >>> s = adaptive_search_statement(TableConfig(), [1.0] * 1536, k=5)
-    >>> s.params["pool"], s.params["k"]
-    (40, 5)
+    >>> s = adaptive_search_statement(TableConfig(), [1.0] * 1536, k=5, oversample=8)
+    >>> s.settings_params["k"], s.settings_params["oversample"]
+    (5, 8)
     """
-    params = SearchParams(k=k, oversample=tuning.oversample if oversample is None else oversample,
+    known = tuning if tuning is not None else DEFAULT_TUNING
+    params = SearchParams(k=k, oversample=known.oversample if oversample is None else oversample,
                           filter=filter, max_scan_tuples=max_scan_tuples, ef_search=ef_search,
-                          tuning=tuning, offset=offset)
+                          tuning=known, offset=offset)
     columns = _column_filter(config, where, tenant)
     values = search_parameters(params) | columns.params | {"query": _query_vector(config, query)}
     statement = _adaptive_statement(config, params.has_filter, columns.shape, stage)
-    settings = scan_settings(params)
-    return SearchStatement(settings=_settings_statement(tuple(settings)), statement=statement,
-                           params=values,
-                           setting_names=tuple(name for name, _ in settings))
+    settings_params = settings_parameters(params, oversample=oversample, ef_search=ef_search)
+    untuned = SearchStatement(
+        settings=_settings_statement(None, known), statement=statement, params=values,
+        setting_names=ADAPTIVE_SETTING_NAMES, settings_params=settings_params)
+    if tuning is not None or (oversample is not None and ef_search is not None):
+        return untuned
+    return SearchStatement(
+        settings=_settings_statement(config, DEFAULT_TUNING), statement=statement,
+        params=values, setting_names=ADAPTIVE_SETTING_NAMES, settings_params=settings_params,
+        without_tuning=untuned)
 
 
 def _column_filter(
@@ -210,68 +226,85 @@ def _rows_to_results(config: TableConfig, rows: list[tuple[Any, ...]]) -> list[S
     return [SearchResult(dict(zip(names, r[:-1], strict=True)), float(r[-1])) for r in rows]
 
 
-def _restore_params(search: SearchStatement, old: tuple[Any, ...] | None) -> dict[str, Any]:
-    if old is None:
-        raise DatabaseError("search failed: the settings statement returned no row")
-    return {"names": list(search.setting_names), "old": list(old[: len(search.setting_names)])}
+def _missing_tuning(exc: psycopg.Error) -> bool:
+    return isinstance(exc, psycopg.errors.UndefinedTable) and TUNING_TABLE in str(exc)
 
 
-def _inside_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
-    status = conn.info.transaction_status
-    if status == TransactionStatus.INERROR:
-        raise DatabaseError(
-            "search failed: the connection is in a failed transaction; roll it back first"
-        )
-    return status != TransactionStatus.IDLE
+def _failure(exc: psycopg.Error) -> DatabaseError:
+    return DatabaseError(f"search failed: {one_line(exc)}")
 
 
-# A search whose settings depend on the table's tuning, read in the search's own transaction.
-Deferred = Callable[[SearchTuning], SearchStatement]
-
-
-@dataclass(frozen=True)
-class _Tuned:
-    config: TableConfig
-    make: Deferred
-
-
-def _run(
-    conn: psycopg.Connection[Any], search: SearchStatement | _Tuned
+def _run_once(
+    conn: psycopg.Connection[Any], search: SearchStatement
 ) -> list[tuple[Any, ...]]:
-    inside = _inside_transaction(conn)
+    wrap = wrapping(conn.info.transaction_status, autocommit=conn.autocommit,
+                    setting_names=search.setting_names, begin=begin_command(conn))
+    cur = conn.cursor()
     try:
-        with conn.pipeline(), conn.transaction(), conn.cursor() as settings, conn.cursor() as cur:
-            if isinstance(search, _Tuned):
-                search = search.make(load_tuning(conn, search.config))
-            settings.execute(search.settings, prepare=False)
+        with driver_begin(conn, wrap), conn.pipeline():
+            for statement in wrap.before:
+                conn.execute(statement, prepare=False)
+            conn.execute(search.settings, search.settings_params, prepare=False)
             cur.execute(search.statement, search.params, prepare=False)
-            rows = cur.fetchall()
-            if inside:
-                restore = _restore_params(search, settings.fetchone())
-                settings.execute(RESTORE_SETTINGS_SQL, restore, prepare=False)
+            for statement in wrap.after:
+                conn.execute(statement, prepare=False)
+        return cur.fetchall()
+    except psycopg.Error:
+        for statement in wrap.undo_after_failure(conn.info.transaction_status):
+            conn.execute(statement, prepare=False)
+        raise
+    finally:
+        cur.close()
+
+
+def _run(conn: psycopg.Connection[Any], search: SearchStatement) -> list[tuple[Any, ...]]:
+    try:
+        try:
+            return _run_once(conn, search)
+        except psycopg.Error as exc:
+            if search.without_tuning is None or not _missing_tuning(exc):
+                raise
+        return _run_once(conn, search.without_tuning)
     except psycopg.Error as exc:
-        raise DatabaseError(f"search failed: {one_line(exc)}") from exc
-    return rows
+        raise _failure(exc) from exc
+
+
+async def _run_once_async(
+    conn: psycopg.AsyncConnection[Any], search: SearchStatement
+) -> list[tuple[Any, ...]]:
+    wrap = wrapping(conn.info.transaction_status, autocommit=conn.autocommit,
+                    setting_names=search.setting_names, begin=begin_command(conn))
+    cur = conn.cursor()
+    try:
+        with driver_begin(conn, wrap):
+            async with conn.pipeline():
+                for statement in wrap.before:
+                    await conn.execute(statement, prepare=False)
+                await conn.execute(search.settings, search.settings_params, prepare=False)
+                await cur.execute(search.statement, search.params, prepare=False)
+                for statement in wrap.after:
+                    await conn.execute(statement, prepare=False)
+        return await cur.fetchall()
+    except psycopg.Error:
+        for statement in wrap.undo_after_failure(conn.info.transaction_status):
+            await conn.execute(statement, prepare=False)
+        raise
+    finally:
+        await cur.close()
 
 
 async def _run_async(
-    conn: psycopg.AsyncConnection[Any], search: SearchStatement | _Tuned
+    conn: psycopg.AsyncConnection[Any], search: SearchStatement
 ) -> list[tuple[Any, ...]]:
-    inside = _inside_transaction(conn)
     try:
-        async with conn.pipeline(), conn.transaction(), conn.cursor() as settings, \
-                conn.cursor() as cur:
-            if isinstance(search, _Tuned):
-                search = search.make(await load_tuning_async(conn, search.config))
-            await settings.execute(search.settings, prepare=False)
-            await cur.execute(search.statement, search.params, prepare=False)
-            rows = await cur.fetchall()
-            if inside:
-                restore = _restore_params(search, await settings.fetchone())
-                await settings.execute(RESTORE_SETTINGS_SQL, restore, prepare=False)
+        try:
+            return await _run_once_async(conn, search)
+        except psycopg.Error as exc:
+            if search.without_tuning is None or not _missing_tuning(exc):
+                raise
+        return await _run_once_async(conn, search.without_tuning)
     except psycopg.Error as exc:
-        raise DatabaseError(f"search failed: {one_line(exc)}") from exc
-    return rows
+        raise _failure(exc) from exc
 
 
 def _adaptive(
@@ -286,20 +319,11 @@ def _adaptive(
     max_scan_tuples: int | None,
     ef_search: int | None,
     offset: int = 0,
-) -> SearchStatement | _Tuned:
-    # Built once now, so bad arguments fail before any statement is sent.
-    columns = compile_where(config, where, tenant=tenant)
-    statement = adaptive_search_statement(
-        config, query, k=k, oversample=oversample, filter=filter, where=columns,
+) -> SearchStatement:
+    return adaptive_search_statement(
+        config, query, k=k, oversample=oversample, filter=filter, where=where, tenant=tenant,
         max_scan_tuples=max_scan_tuples, ef_search=ef_search, offset=offset,
     )
-    if oversample is not None and ef_search is not None:
-        return statement
-    vector = statement.params["query"]
-    return _Tuned(config, lambda tuning: adaptive_search_statement(
-        config, vector, k=k, oversample=oversample, filter=filter, where=columns,
-        max_scan_tuples=max_scan_tuples, ef_search=ef_search, tuning=tuning, offset=offset,
-    ))
 
 
 def search(
@@ -417,7 +441,7 @@ def explain(
     ``FORMAT JSON`` plan, unshortened. ``analyze=True`` runs the statement and
     reports actual row counts and shared buffers.
     """
-    stmt: SearchStatement | _Tuned
+    stmt: SearchStatement
     if exact:
         stmt = exact_search_statement(config, query, k=k, filter=filter, where=where,
                                       tenant=tenant, offset=offset)
@@ -434,7 +458,7 @@ def run_statement(conn: psycopg.Connection[Any], search: SearchStatement) -> lis
 
 
 def explain_statement(
-    conn: psycopg.Connection[Any], search: SearchStatement | _Tuned, *, analyze: bool = False,
+    conn: psycopg.Connection[Any], search: SearchStatement, *, analyze: bool = False,
     as_json: bool = False,
 ) -> Any:
     """``EXPLAIN`` a :class:`SearchStatement` under its own settings (see :func:`explain`)."""
@@ -445,14 +469,12 @@ def explain_statement(
     )
 
     def explained(statement: SearchStatement) -> SearchStatement:
+        fallback = statement.without_tuning
         return replace(statement,
-                       statement=sql.SQL("EXPLAIN ({}) {}").format(options, statement.statement))
+                       statement=sql.SQL("EXPLAIN ({}) {}").format(options, statement.statement),
+                       without_tuning=None if fallback is None else explained(fallback))
 
-    if isinstance(search, _Tuned):
-        make = search.make
-        rows = _run(conn, _Tuned(search.config, lambda tuning: explained(make(tuning))))
-    else:
-        rows = _run(conn, explained(search))
+    rows = _run(conn, explained(search))
     if as_json:
         plan = rows[0][0]
         return json.loads(plan) if isinstance(plan, str) else plan

@@ -21,7 +21,12 @@ from psycopg import sql
 from mrl_pg.config import TableConfig, column_name
 from mrl_pg.schema.tables import render
 from mrl_pg.statement.filters import OPERATORS, VALUE_KINDS, json_filter_sql, operators_for
-from mrl_pg.statement.query import MAX_SCAN_TUPLES_RULE, adaptive_search_sql
+from mrl_pg.statement.query import (
+    MAX_SCAN_TUPLES_RULE,
+    PLANNER_SETTINGS,
+    SCAN_MEMORY_RULE,
+    adaptive_search_sql,
+)
 from mrl_pg.statement.tuning import (
     DEFAULT_TUNING,
     MAX_MATCH_COUNT,
@@ -102,6 +107,7 @@ BEGIN
     -- function make these changes end when the function returns.
     PERFORM set_config('hnsw.ef_search', ({ef_search})::text, true);
     PERFORM set_config('hnsw.max_scan_tuples', ({max_scan_tuples})::text, true);
+    PERFORM set_config('hnsw.scan_mem_multiplier', ({scan_memory})::text, true);
     RAISE DEBUG USING MESSAGE = {fn_name} || ': pool ' || pool || ', hnsw.ef_search '
         || current_setting('hnsw.ef_search') || ', hnsw.max_scan_tuples '
         || current_setting('hnsw.max_scan_tuples') || ', oversample ' || oversample;
@@ -333,6 +339,7 @@ def _create_function(config: TableConfig) -> sql.Composed:
         default_oversample=sql.Literal(DEFAULT_TUNING.oversample),
         default_ef_search=sql.Literal(DEFAULT_TUNING.ef_search),
         max_scan_tuples=MAX_SCAN_TUPLES_RULE.sql(sql.SQL("pool")),
+        scan_memory=SCAN_MEMORY_RULE.sql(MAX_SCAN_TUPLES_RULE.sql(sql.SQL("pool"))),
         unfiltered=sql.Literal(render(unfiltered)),
         filtered=sql.Literal(render(filtered)),
     )
@@ -356,10 +363,15 @@ SET search_path = {search_path}
 SET hnsw.ef_search = 40
 SET hnsw.iterative_scan = relaxed_order
 SET hnsw.max_scan_tuples = 20000
+SET hnsw.scan_mem_multiplier = 1
+{planner}
 AS $mrl_search$
 {body}
 $mrl_search$"""
-    ).format(name=name, search_path=search_path, body=body, columns=_result_columns(config))
+    ).format(name=name, search_path=search_path, body=body, columns=_result_columns(config),
+             planner=sql.SQL("\n").join(
+                 sql.SQL("SET {} = {}").format(sql.Identifier(n), sql.Literal(v))
+                 for n, v in PLANNER_SETTINGS))
 
 
 def drop_search_function_ddl(config: TableConfig) -> sql.Composed:

@@ -31,21 +31,22 @@ from mrl_pg.config import TableConfig
 from mrl_pg.errors import DatabaseError, InvalidConfigError, one_line
 from mrl_pg.schema.tables import TOAST_TUPLE_TARGET, check_constraints, render
 from mrl_pg.sqlalchemy._target import (
+    STALE_MARK,
     Where,
     adaptive_select,
+    adaptive_settings,
     checked_target,
     conditions,
     exact_select,
+    forget_recorded,
     model_target,
-    needs_tuning,
-    psycopg_driver,
     rows,
     search_params,
     with_recorded_prefix,
 )
 from mrl_pg.sqlalchemy._target import search_params as _search_params  # noqa: F401 (tests use it)
 from mrl_pg.statement.prefix import prefix_expression
-from mrl_pg.statement.tuning import DEFAULT_TUNING, SearchTuning, load_tuning, load_tuning_async
+from mrl_pg.statement.tuning import SearchTuning
 
 if TYPE_CHECKING:  # sqlalchemy.ext.asyncio needs greenlet; sync users need not install it
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -208,13 +209,13 @@ def mrl_mixin(config: TableConfig) -> type[MrlMixin]:
 def search_select(
     model: type[_M], query_vector: Any, *, k: int = ..., oversample: int | None = ...,
     where: Where = ..., offset: int = ..., max_scan_tuples: int | None = ...,
-    ef_search: int | None = ..., tuning: SearchTuning = ..., prefix_dim: int | None = ...,
+    ef_search: int | None = ..., tuning: SearchTuning | None = ..., prefix_dim: int | None = ...,
 ) -> Select[_M, float]: ...
 @overload
 def search_select(
     model: VectorColumn, query_vector: Any, *, k: int = ..., oversample: int | None = ...,
     where: Where = ..., offset: int = ..., max_scan_tuples: int | None = ...,
-    ef_search: int | None = ..., tuning: SearchTuning = ..., prefix_dim: int | None = ...,
+    ef_search: int | None = ..., tuning: SearchTuning | None = ..., prefix_dim: int | None = ...,
 ) -> Select[Any, float]: ...
 def search_select(
     model: type[_M] | VectorColumn,
@@ -226,7 +227,7 @@ def search_select(
     offset: int = 0,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
-    tuning: SearchTuning = DEFAULT_TUNING,
+    tuning: SearchTuning | None = None,
     prefix_dim: int | None = None,
 ) -> Select[Any, float]:
     """The adaptive search as a composable ``SELECT (model, distance)``, settings included.
@@ -235,9 +236,9 @@ def search_select(
     model (``Article.embedding``) whose table was adopted
     (:func:`mrl_pg.index.adopt.adopt_table`); for a column pass ``prefix_dim`` (the
     one it was adopted with), which :func:`search` reads from the catalog instead.
-    ``oversample`` and ``ef_search`` left unset come from ``tuning``: pass
-    :func:`mrl_pg.statement.tuning.load_tuning`'s result to use what ``mrl-pg tune``
-    stored (:func:`search` does).
+    ``oversample`` and ``ef_search`` left unset come from what ``mrl-pg tune``
+    stored for the table, read in the database as the statement runs (in the
+    same round trip), or from ``tuning`` when one is given.
 
     Same plan as :func:`mrl_pg.statement.query.adaptive_search_sql`: a MATERIALIZED CTE
     takes ``(offset + k) * oversample`` rows matching ``where`` in order of
@@ -255,8 +256,10 @@ def search_select(
     for). A row whose embedding is NULL is never a result.
     """
     params = search_params(k, oversample, offset, max_scan_tuples, ef_search, tuning)
-    return adaptive_select(model_target(model, prefix_dim), query_vector, params, k=k,
-                           offset=offset, where=where)
+    target = model_target(model, prefix_dim)
+    settings = adaptive_settings(target, params, oversample=oversample, ef_search=ef_search,
+                                 tuning=tuning)
+    return adaptive_select(target, query_vector, settings, k=k, offset=offset, where=where)
 
 
 @overload
@@ -312,29 +315,33 @@ def search(
     model whose table was adopted; ``prefix_dim`` left out is what the adoption
     recorded (read once per connection). Runs :func:`search_select` in the
     session's transaction; its settings end with the statement. ``oversample``
-    and ``ef_search`` default to what ``mrl-pg tune`` stored for the table (one
-    extra round trip to read them). ``where`` takes any SQLAlchemy condition on
+    and ``ef_search`` default to what ``mrl-pg tune`` stored for the table, read
+    in the database in the same round trip. ``where`` takes any SQLAlchemy condition on
     the table; filter on other tables through a subquery (``IN``, ``EXISTS``).
 
     >>> search(session, Document, q, where=[Document.meta["lang"].astext == "en"])  # doctest: +SKIP
     >>> search(session, Article.embedding, q, where=[Article.author_id == 5])  # doctest: +SKIP
     """
     where = conditions(where)
-    target = checked_target(model, query_vector, prefix_dim, k, oversample, where, offset,
+    checked = checked_target(model, query_vector, prefix_dim, k, oversample, where, offset,
                              max_scan_tuples, ef_search)
-    try:
-        if target.config is None:
-            target = with_recorded_prefix(session.connection(), target)
-        tuning = DEFAULT_TUNING
-        if needs_tuning(oversample, ef_search):
-            driver = session.connection().connection.driver_connection
-            tuning = load_tuning(psycopg_driver(driver, psycopg.Connection), target.described)
-        params = search_params(k, oversample, offset, max_scan_tuples, ef_search, tuning)
-        statement = adaptive_select(target, query_vector, params, k=k, offset=offset,
-                                    where=where)
-        return rows(session.execute(statement))
-    except DBAPIError as exc:
-        raise _failed(exc) from exc
+    for attempt in (1, 2):
+        try:
+            target = checked
+            if target.config is None:
+                target = with_recorded_prefix(session.connection(), target)
+            params = search_params(k, oversample, offset, max_scan_tuples, ef_search)
+            settings = adaptive_settings(target, params, oversample=oversample,
+                                         ef_search=ef_search, tuning=None)
+            statement = adaptive_select(target, query_vector, settings, k=k, offset=offset,
+                                        where=where)
+            return rows(session.execute(statement))
+        except DBAPIError as exc:
+            if attempt == 1 and STALE_MARK in str(exc.orig):
+                forget_recorded(session.connection())  # adopted again since: read it anew
+                continue
+            raise _failed(exc) from exc
+    raise AssertionError("unreachable")
 
 
 @overload
@@ -386,22 +393,26 @@ async def search_async(
 ) -> list[tuple[Any, float]]:
     """Async twin of :func:`search`, for :func:`mrl_pg.db.create_async_engine`."""
     where = conditions(where)
-    target = checked_target(model, query_vector, prefix_dim, k, oversample, where, offset,
+    checked = checked_target(model, query_vector, prefix_dim, k, oversample, where, offset,
                              max_scan_tuples, ef_search)
-    try:
-        if target.config is None:
-            target = await (await session.connection()).run_sync(with_recorded_prefix, target)
-        tuning = DEFAULT_TUNING
-        if needs_tuning(oversample, ef_search):
-            raw = await (await session.connection()).get_raw_connection()
-            tuning = await load_tuning_async(
-                psycopg_driver(raw.driver_connection, psycopg.AsyncConnection), target.described)
-        params = search_params(k, oversample, offset, max_scan_tuples, ef_search, tuning)
-        statement = adaptive_select(target, query_vector, params, k=k, offset=offset,
-                                    where=where)
-        return rows(await session.execute(statement))
-    except DBAPIError as exc:
-        raise _failed(exc) from exc
+    for attempt in (1, 2):
+        try:
+            target = checked
+            connection = await session.connection()
+            if target.config is None:
+                target = await connection.run_sync(with_recorded_prefix, target)
+            params = search_params(k, oversample, offset, max_scan_tuples, ef_search)
+            settings = adaptive_settings(target, params, oversample=oversample,
+                                         ef_search=ef_search, tuning=None)
+            statement = adaptive_select(target, query_vector, settings, k=k, offset=offset,
+                                        where=where)
+            return rows(await session.execute(statement))
+        except DBAPIError as exc:
+            if attempt == 1 and STALE_MARK in str(exc.orig):
+                await connection.run_sync(forget_recorded)  # adopted again since
+                continue
+            raise _failed(exc) from exc
+    raise AssertionError("unreachable")
 
 
 @overload

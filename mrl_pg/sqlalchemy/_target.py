@@ -27,9 +27,12 @@ from sqlalchemy import (
     TextClause,
     and_,
     bindparam,
+    func,
+    literal_column,
     select,
     text,
     type_coerce,
+    union_all,
 )
 from sqlalchemy import cast as sa_cast
 from sqlalchemy.engine import Connection, Result
@@ -42,7 +45,17 @@ from mrl_pg.schema.catalog import describe_table
 from mrl_pg.schema.tables import render
 from mrl_pg.sqlalchemy._settings import _with_settings
 from mrl_pg.statement.prefix import prefix_expression
-from mrl_pg.statement.query import EXACT_SETTINGS, MAX_MATCH_COUNT, SearchParams, scan_settings
+from mrl_pg.statement.query import (
+    ADAPTIVE_SETTING_NAMES,
+    EXACT_SETTINGS,
+    MAX_MATCH_COUNT,
+    POOL_SQL,
+    SearchParams,
+    adaptive_settings_sql,
+    settings_parameters,
+    settings_sql,
+)
+from mrl_pg.statement.round_trip import SettingsStatement
 from mrl_pg.statement.stages import PREFIX_HNSW
 from mrl_pg.statement.tuning import DEFAULT_TUNING, SearchTuning
 from mrl_pg.vectors import as_embedding
@@ -70,6 +83,7 @@ class Target:
     full_dim: int
     config: TableConfig | None
     embedding: Column[Any] | None = None  # None for an MrlMixin model
+    index_definition: str | None = None  # the prefix index as read from the catalog
 
     @property
     def described(self) -> TableConfig:
@@ -222,9 +236,33 @@ class _CatalogConnection:
         return self._executed().fetchall()
 
 
-# What each connection read of each adopted table: one catalog read per connection.
-_RECORDED: weakref.WeakKeyDictionary[Any, dict[tuple[str | None, str], TableConfig]] = (
+# What each connection read of each adopted table, with its prefix index's definition:
+# one catalog read per connection, checked by every search (see prefix_index_guard).
+_RECORDED: weakref.WeakKeyDictionary[
+    Any, dict[tuple[str | None, str], tuple[TableConfig, str | None]]] = (
     weakref.WeakKeyDictionary())
+
+STALE_MARK = "mrl_pg: the prefix index changed since this connection read it"
+
+
+def forget_recorded(connection: Connection) -> None:
+    """Drop what ``connection`` read of adopted tables (after :data:`STALE_MARK`)."""
+    _RECORDED.pop(connection.connection.driver_connection, None)
+
+
+def prefix_index_guard(target: Target) -> sql.Composed | None:
+    """A settings value that fails the search (with :data:`STALE_MARK`) when the prefix
+    index is no longer the one read from the catalog: released and adopted again with
+    another prefix, the search would otherwise sort the whole table by a stale expression."""
+    if target.index_definition is None or target.config is None:
+        return None
+    index = target.config.qualified(target.config.hnsw_index_name).as_string(None)
+    current = sql.SQL("pg_catalog.pg_get_indexdef(to_regclass({}))").format(sql.Literal(index))
+    return sql.SQL(
+        "CASE WHEN {current} IS DISTINCT FROM {expected} "
+        "THEN ({mark} || coalesce({current}, ''))::integer ELSE 1 END"
+    ).format(current=current, expected=sql.Literal(target.index_definition),
+             mark=sql.Literal(STALE_MARK + ": "))
 
 
 def with_recorded_prefix(connection: Connection, target: Target) -> Target:
@@ -234,11 +272,16 @@ def with_recorded_prefix(connection: Connection, target: Target) -> Target:
     column = target.embedding
     table = column.table
     cache = _RECORDED.setdefault(connection.connection.driver_connection, {})
-    recorded = cache.get((table.schema, table.name))
-    if recorded is None:
+    cached = cache.get((table.schema, table.name))
+    if cached is None:
         catalog = cast("psycopg.Connection[Any]", _CatalogConnection(connection))
         recorded = describe_table(catalog, table.name, schema=table.schema)
-        cache[(table.schema, table.name)] = recorded
+        index = recorded.qualified(recorded.hnsw_index_name).as_string(None)
+        definition = connection.exec_driver_sql(
+            "SELECT pg_catalog.pg_get_indexdef(to_regclass(%(index)s))",
+            {"index": index}).scalar_one()
+        cached = cache[(table.schema, table.name)] = (recorded, definition)
+    recorded, definition = cached
     name = f"{target.model.__name__}.{column.key}"
     kind = "halfvec" if isinstance(column.type, HALFVEC) else "vector"
     if recorded.embedding_column != column.name:
@@ -249,7 +292,7 @@ def with_recorded_prefix(connection: Connection, target: Target) -> Target:
         raise InvalidConfigError(
             f"{name} is mapped as {kind}({target.full_dim}) but the table holds "
             f"{recorded.embedding_type}({recorded.full_dim})")
-    return replace(target, config=TableConfig(
+    return replace(target, index_definition=definition, config=TableConfig(
         name=table.name, schema=recorded.schema or table.schema, full_dim=target.full_dim,
         prefix_dim=recorded.prefix_dim, embedding_column=column.name, embedding_type=kind,
         prefix_column=recorded.prefix_column, key=tuple(c.name for c in target.key),
@@ -278,8 +321,9 @@ def conditions(where: Where) -> tuple[Any, ...]:
 
 def search_params(
     k: int, oversample: int | None, offset: int, max_scan_tuples: int | None,
-    ef_search: int | None, tuning: SearchTuning = DEFAULT_TUNING,
+    ef_search: int | None, tuning: SearchTuning | None = None,
 ) -> SearchParams:
+    tuning = tuning if tuning is not None else DEFAULT_TUNING
     if oversample is None:
         oversample = tuning.oversample
     SearchParams(k=k, oversample=oversample, max_scan_tuples=max_scan_tuples, ef_search=ef_search,
@@ -322,11 +366,36 @@ class SearchSelect(Select[Any]):
         raise self._refuse(".fetch()")
 
 
+def adaptive_settings(
+    target: Target, params: SearchParams, *, oversample: int | None, ef_search: int | None,
+    tuning: SearchTuning | None,
+) -> SettingsStatement:
+    """The settings statement of an ORM search: the table's tuning read in the database
+    unless ``tuning`` is given or ``oversample`` and ``ef_search`` both are."""
+    values = settings_parameters(params, oversample=oversample, ef_search=ef_search)
+    known = tuning if tuning is not None else DEFAULT_TUNING
+    guard = prefix_index_guard(target)
+    extra = [] if guard is None else [(GUARD_SETTING, guard)]
+    names = ADAPTIVE_SETTING_NAMES + tuple(name for name, _ in extra)
+    untuned = SettingsStatement(adaptive_settings_sql(None, tuning=known, extra=extra), values,
+                                names)
+    if tuning is not None or (oversample is not None and ef_search is not None):
+        return untuned
+    return SettingsStatement(adaptive_settings_sql(target.described, extra=extra), values,
+                             names, without_tuning=untuned)
+
+
+GUARD_SETTING = "mrl_pg.index_checked"
+
+
+_POOL: ColumnElement[int] = literal_column(render(POOL_SQL))
+
+
 def adaptive_select(
-    target: Target, query_vector: Any, params: SearchParams, *, k: int, offset: int,
+    target: Target, query_vector: Any, settings: SettingsStatement, *, k: int, offset: int,
     where: Where,
 ) -> Select[Any]:
-    """See :func:`mrl_pg.sqlalchemy.search_select`."""
+    """See :func:`mrl_pg.sqlalchemy.search_select`: the pool is what ``settings`` chose."""
     where = conditions(where)
     query = target.query(query_vector)
     names = [c.name for c in target.key]
@@ -336,28 +405,46 @@ def adaptive_select(
     target.check_froms(scan)
     candidates = (
         scan.order_by(target.prefix_order(query))
-        .limit(params.pool)
+        .limit(_POOL)
         .cte("candidates")
         .prefix_with("MATERIALIZED")
     )
     best = (
         select(*(candidates.c[n] for n in names), candidates.c.distance)
         .order_by(candidates.c.distance, *(candidates.c[n] for n in names))
-        .limit(params.k)
+        .limit(k + offset)
         .cte("best")
         .prefix_with("MATERIALIZED")
     )
+    # A walk that came back short is replaced by the exact answer, in the same
+    # statement (see mrl_pg.statement.query.adaptive_search_sql); "+ 0" keeps any index
+    # on the full vector out of it.
+    short = select(func.count()).select_from(best).scalar_subquery() < k + offset
+    exact_distance = target.distance(query)
+    missed = (
+        select(*(c.label(n) for c, n in zip(target.key, names, strict=True)),
+               exact_distance.label("distance"))
+        .where(target.embedding_column.is_not(None), *where, short)
+        .order_by(exact_distance + 0, *target.key)
+        .limit(k + offset)
+        .cte("missed")
+        .prefix_with("MATERIALIZED")
+    )
+    found = union_all(
+        select(*(best.c[n] for n in names), best.c.distance).where(~short),
+        select(*(missed.c[n] for n in names), missed.c.distance),
+    ).cte("found")
     statement = (
-        select(target.model, best.c.distance.label("distance"))
-        .join(best, and_(*(c == best.c[n] for c, n in zip(target.key, names, strict=True))))
-        .order_by(best.c.distance, *(best.c[n] for n in names))
+        select(target.model, found.c.distance.label("distance"))
+        .join(found, and_(*(c == found.c[n] for c, n in zip(target.key, names, strict=True))))
+        .order_by(found.c.distance, *(found.c[n] for n in names))
         .limit(k)
     )
     if offset:
         statement = statement.offset(offset)
     paged = SearchSelect.__new__(SearchSelect)
     paged.__dict__.update(statement.__dict__)
-    return _with_settings(paged, scan_settings(params))
+    return _with_settings(paged, settings)
 
 
 def exact_select(target: Target, query_vector: Any, *, k: int, where: Where,
@@ -372,7 +459,11 @@ def exact_select(target: Target, query_vector: Any, *, k: int, where: Where,
         target.embedding_column.is_not(None), *where).order_by(distance, *target.key)
     if offset:
         statement = statement.offset(offset)
-    return _with_settings(statement.limit(k), EXACT_SETTINGS)
+    return _with_settings(statement.limit(k), _EXACT)
+
+
+_EXACT = SettingsStatement(settings_sql(EXACT_SETTINGS), None,
+                           tuple(name for name, _ in EXACT_SETTINGS))
 
 
 def checked_target(
@@ -385,7 +476,9 @@ def checked_target(
     params = search_params(k, oversample, offset, max_scan_tuples, ef_search)
     target.query(query_vector)
     if target.config is not None:
-        adaptive_select(target, query_vector, params, k=k, offset=offset, where=where)
+        settings = adaptive_settings(target, params, oversample=oversample, ef_search=ef_search,
+                                     tuning=None)
+        adaptive_select(target, query_vector, settings, k=k, offset=offset, where=where)
     return target
 
 
