@@ -99,6 +99,10 @@ SET search_path = "pg_catalog", "mrl_pg_install_schema", "public", "extensions"
 SET hnsw.ef_search = 40
 SET hnsw.iterative_scan = relaxed_order
 SET hnsw.max_scan_tuples = 20000
+SET hnsw.scan_mem_multiplier = 1
+SET "plan_cache_mode" = ''force_custom_plan''
+SET "enable_seqscan" = ''off''
+SET "enable_bitmapscan" = ''off''
 AS $mrl_search$
 DECLARE
     pool integer;
@@ -162,6 +166,7 @@ BEGIN
     -- function make these changes end when the function returns.
     PERFORM set_config(''hnsw.ef_search'', (least(1000, greatest(least(40, tuned_ef_search), ((tuned_ef_search)::bigint * (pool) + (tuned_k)::bigint * (tuned_oversample) - 1) / ((tuned_k)::bigint * (tuned_oversample)))))::text, true);
     PERFORM set_config(''hnsw.max_scan_tuples'', (greatest(20000, 2 * (pool)::bigint))::text, true);
+    PERFORM set_config(''hnsw.scan_mem_multiplier'', (least(1000, greatest(1, ceil((greatest(20000, 2 * (pool)::bigint))::numeric * 512 / pg_catalog.pg_size_bytes(current_setting(''work_mem'')))))::integer)::text, true);
     RAISE DEBUG USING MESSAGE = ''mrl_search'' || '': pool '' || pool || '', hnsw.ef_search ''
         || current_setting(''hnsw.ef_search'') || '', hnsw.max_scan_tuples ''
         || current_setting(''hnsw.max_scan_tuples'') || '', oversample '' || oversample;
@@ -178,10 +183,20 @@ BEGIN
     FROM candidates
     ORDER BY distance, id
     LIMIT $3 OFFSET $5
+), missed AS MATERIALIZED (
+    SELECT id, "embedding" <=> $1::vector AS distance
+    FROM "mrl_pg_install_schema"."mrl_documents"
+    WHERE embedding IS NOT NULL AND (SELECT count(*) FROM best) < $3
+    ORDER BY ("embedding" <=> $1::vector) + 0, id
+    LIMIT $3 OFFSET $5
+), found AS (
+    SELECT id, distance FROM best WHERE NOT (SELECT count(*) FROM best) < $3
+    UNION ALL
+    SELECT id, distance FROM missed
 )
-SELECT t.id, t.external_id, t.content, t.metadata, best.distance
-FROM best JOIN "mrl_pg_install_schema"."mrl_documents" AS t ON t.id = best.id
-ORDER BY best.distance, best.id'' USING query_embedding, pool, match_count, NULL::jsonb,
+SELECT t.id, t.external_id, t.content, t.metadata, found.distance
+FROM found JOIN "mrl_pg_install_schema"."mrl_documents" AS t ON t.id = found.id
+ORDER BY found.distance, found.id'' USING query_embedding, pool, match_count, NULL::jsonb,
             match_offset;
     ELSE
         RETURN QUERY EXECUTE ''WITH candidates AS MATERIALIZED (
@@ -195,10 +210,20 @@ ORDER BY best.distance, best.id'' USING query_embedding, pool, match_count, NULL
     FROM candidates
     ORDER BY distance, id
     LIMIT $3 OFFSET $5
+), missed AS MATERIALIZED (
+    SELECT id, "embedding" <=> $1::vector AS distance
+    FROM "mrl_pg_install_schema"."mrl_documents"
+    WHERE embedding IS NOT NULL AND metadata @> $4::jsonb AND (SELECT count(*) FROM best) < $3
+    ORDER BY ("embedding" <=> $1::vector) + 0, id
+    LIMIT $3 OFFSET $5
+), found AS (
+    SELECT id, distance FROM best WHERE NOT (SELECT count(*) FROM best) < $3
+    UNION ALL
+    SELECT id, distance FROM missed
 )
-SELECT t.id, t.external_id, t.content, t.metadata, best.distance
-FROM best JOIN "mrl_pg_install_schema"."mrl_documents" AS t ON t.id = best.id
-ORDER BY best.distance, best.id'' USING query_embedding, pool, match_count, filter,
+SELECT t.id, t.external_id, t.content, t.metadata, found.distance
+FROM found JOIN "mrl_pg_install_schema"."mrl_documents" AS t ON t.id = found.id
+ORDER BY found.distance, found.id'' USING query_embedding, pool, match_count, filter,
             match_offset;
     END IF;
 END

@@ -238,6 +238,20 @@ def test_page_two_is_rows_k_plus_one_to_2k_through_psycopg(products):
                                                           oversample=1)[10:]]
 
 
+def test_a_short_page_is_the_exact_answer_past_the_offset(products):
+    """Fewer matching rows than offset + k: the walk comes back short and the exact answer
+    replaces it, past the same offset (never the rows of the page before)."""
+    conn, config = products
+    ordered = [r.id for r in exact_search(conn, config, QUERY, k=10, where=RARE)]
+    assert len(ordered) == 3
+    assert [r.id for r in search(conn, config, QUERY, k=5, offset=1, where=RARE)] == ordered[1:]
+    assert [r.id for r in exact_search(conn, config, QUERY, k=5, offset=1, where=RARE)] \
+        == ordered[1:]
+    rows = conn.execute("SELECT id FROM mrl_search_products(%s, 5, 8, %s::jsonb, 1)",
+                        (QUERY, json.dumps(RARE))).fetchall()
+    assert [r[0] for r in rows] == ordered[1:]
+
+
 async def test_page_two_through_async_psycopg(products_dsn, products):
     _, config = products
     from pgvector.psycopg import register_vector_async
