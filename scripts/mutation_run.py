@@ -261,7 +261,7 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
         "orm-offset-ignored",
         "search_select ignores offset: page two repeats page one",
         "mrl_pg/sqlalchemy/_target.py", "statement = statement.offset(offset)",
-        "statement = statement", ORM_TESTS,
+        "statement = statement", ORM_TESTS, within="def adaptive_select(",
     ),
     Mutation(
         "orm-rerank-by-prefix",
@@ -618,8 +618,8 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "adopt-where-dropped-from-candidates",
         "column filters are left out of the candidate scan: rows of other authors come back",
-        Q, 'where=_where(config, filter, where, "\\n    "),',
-        'where=_where(config, filter, None, "\\n    "),', (ADOPT,), group=ADDED,
+        Q, 'where_sql = _where(config, filter, where, "\\n    ")',
+        'where_sql = _where(config, filter, None, "\\n    ")', (ADOPT,), group=ADDED,
     ),
     Mutation(
         "adopt-join-on-first-key-column",
@@ -685,9 +685,16 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "orm-select-takes-a-later-offset",
         "search_select's Select takes a later .offset(): the page silently comes back empty",
-        "mrl_pg/sqlalchemy/_target.py", "return _with_settings(paged, scan_settings(params))",
-        "return _with_settings(statement, scan_settings(params))", (REAL_TABLES,),
+        "mrl_pg/sqlalchemy/_target.py", "return _with_settings(paged, settings)",
+        "return _with_settings(statement, settings)", (REAL_TABLES,),
         group=ADDED,
+    ),
+    Mutation(
+        "query-missed-ignores-offset",
+        "the exact answer that replaces a short walk ignores the offset: a short page repeats "
+        "the rows before it",
+        Q, "    ORDER BY ({distance}) + 0, {key}\n    LIMIT {k}{offset}",
+        "    ORDER BY ({distance}) + 0, {key}\n    LIMIT {k}", (REAL_TABLES,), group=ADDED,
     ),
     Mutation(
         "query-offset-ignored",
