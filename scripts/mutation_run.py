@@ -672,9 +672,10 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "query-pool-ignores-offset",
-        "the pool is k * oversample whatever the offset: a later page comes back short",
-        Q, "        return (self.offset + self.k) * self.oversample",
-        "        return self.k * self.oversample", (REAL_TABLES,), group=ADDED,
+        "the pool is k * oversample whatever the offset: a later page walks short and falls "
+        "back to the exact scan",
+        Q, 'return {"k": params.offset + params.k, "oversample": oversample,',
+        'return {"k": params.k, "oversample": oversample,', (REAL_TABLES,), group=ADDED,
     ),
     Mutation(
         "function-pool-ignores-offset",

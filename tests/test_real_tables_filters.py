@@ -238,6 +238,18 @@ def test_page_two_is_rows_k_plus_one_to_2k_through_psycopg(products):
                                                           oversample=1)[10:]]
 
 
+def test_the_pool_of_a_page_holds_offset_plus_k_candidates(products):
+    """A short walk would be replaced by the exact answer, so the rows alone cannot tell a
+    pool too small for the page: the candidate scan itself must have read offset + k."""
+    from mrl_pg.statement.plans import plan_tree
+
+    conn, config = products
+    plan = explain(conn, config, QUERY, k=10, oversample=1, ef_search=40, offset=10,
+                   analyze=True, as_json=True)
+    [candidates] = [n for n in plan_tree(plan) if n.get("Subplan Name") == "CTE candidates"]
+    assert candidates["Actual Rows"] == 20, candidates
+
+
 def test_a_short_page_is_the_exact_answer_past_the_offset(products):
     """Fewer matching rows than offset + k: the walk comes back short and the exact answer
     replaces it, past the same offset (never the rows of the page before)."""
