@@ -91,6 +91,8 @@ SERVER = "tests/test_server.py"
 TUNE = "tests/test_tune.py"
 STAGES = "tests/test_stages.py"
 SEARCH_BENCH = "tests/test_search_bench.py"
+FILTER_ORACLE = "tests/test_filter_oracle.py"
+REAL_TABLES = "tests/test_real_tables_filters.py"
 
 # query.py feeds all three front ends (psycopg, SQL function, ORM).
 QUERY_TESTS = (SEARCH, SQL_FUNCTION, ORM, THREE_WAYS, SETTINGS_SCOPE, ONE_RULE, TWINS, DB,
@@ -160,7 +162,7 @@ TU, TN, ST = "mrl_pg/statement/tuning.py", "mrl_pg/index/tune.py", "mrl_pg/state
 BR, MIG = "mrl_pg/bench/run.py", "mrl_pg/migrate.py"
 FL, CAT, AD = "mrl_pg/statement/filters.py", "mrl_pg/schema/catalog.py", "mrl_pg/index/adopt.py"
 ADOPT, ADOPT_CLI = "tests/test_adopt.py", "tests/test_adopt_cli.py"
-ROUND_TRIPS, REAL_TABLES = "tests/test_round_trips.py", "tests/test_search_real_tables.py"
+ROUND_TRIPS, SEARCH_REAL_TABLES = "tests/test_round_trips.py", "tests/test_search_real_tables.py"
 RT = "mrl_pg/statement/round_trip.py"
 ADN, READOPT = "mrl_pg/schema/adoption.py", "tests/test_readopt.py"
 RF = "mrl_pg/schema/replace_function.py"
@@ -265,7 +267,7 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
         "orm-offset-ignored",
         "search_select ignores offset: page two repeats page one",
         "mrl_pg/sqlalchemy/_target.py", "statement = statement.offset(offset)",
-        "statement = statement", ORM_TESTS,
+        "statement = statement", ORM_TESTS, within="def adaptive_select(",
     ),
     Mutation(
         "orm-rerank-by-prefix",
@@ -301,8 +303,9 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "function-ignores-filter",
         "mrl_search ignores its filter argument",
-        F, "EXECUTE {filtered} USING query_embedding, pool, match_count, filter;",
-        "EXECUTE {unfiltered} USING query_embedding, pool, match_count;", FUNCTION_TESTS,
+        F, "EXECUTE {filtered} USING query_embedding, pool, match_count, filter,",
+        "EXECUTE {unfiltered} USING query_embedding, pool, match_count, filter,",
+        FUNCTION_TESTS,
     ),
     Mutation(
         "function-ef-search-equals-pool",
@@ -487,13 +490,13 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
         "scan-memory-not-raised",
         "hnsw.scan_mem_multiplier not set: a 30,000 pool stops short at the default work_mem",
         Q, '("hnsw.scan_mem_multiplier", SCAN_MEMORY_RULE.sql(scan_tuples)),', "",
-        (REAL_TABLES,), group=ADDED,
+        (SEARCH_REAL_TABLES,), group=ADDED,
     ),
     Mutation(
         "short-walk-kept",
         "a walk that came back short of k is not replaced by the exact answer",
         Q, "    SELECT {key}, distance FROM missed\n", "    SELECT {key}, distance FROM missed "
-        "WHERE false\n", (REAL_TABLES, SEARCH), group=ADDED,
+        "WHERE false\n", (SEARCH_REAL_TABLES, SEARCH), group=ADDED,
     ),
     Mutation(
         "orm-short-walk-kept",
@@ -501,13 +504,13 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
         "mrl_pg/sqlalchemy/_target.py",
         "        select(*(missed.c[n] for n in names), missed.c.distance),",
         "        select(*(missed.c[n] for n in names), missed.c.distance).where(short & ~short),",
-        (REAL_TABLES,), group=ADDED,
+        (SEARCH_REAL_TABLES,), group=ADDED,
     ),
     Mutation(
         "planner-bitmap-on-adopted",
         "adopted tables keep bitmap scans: a 20% filter at pool 160 sorts 6,000 TOASTed rows",
         Q, 'bitmap: Value = "off" if config.prefix_column is None else',
-        'bitmap: Value = "on" if config.prefix_column is None else', (REAL_TABLES,),
+        'bitmap: Value = "on" if config.prefix_column is None else', (SEARCH_REAL_TABLES,),
         group=ADDED,
     ),
     Mutation(
@@ -515,13 +518,13 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
         "a pooled ORM connection never checks the prefix index it read (stale after re-adoption)",
         "mrl_pg/sqlalchemy/_target.py",
         "    if target.index_definition is None or target.config is None:\n        return None",
-        "    return None", (REAL_TABLES,), group=ADDED,
+        "    return None", (SEARCH_REAL_TABLES,), group=ADDED,
     ),
     Mutation(
         "missing-tuning-table-not-retried",
         "a search after mrl_pg_tuning went away (a downgrade) fails instead of using the defaults",
         C, "if search.without_tuning is None or not _missing_tuning(exc):", "if True:",
-        (REAL_TABLES,), within="def _run(conn", group=ADDED,
+        (SEARCH_REAL_TABLES,), within="def _run(conn", group=ADDED,
     ),
     Mutation(
         "client-settings-not-restored-in-transaction",
@@ -696,8 +699,8 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "adopt-where-dropped-from-candidates",
         "column filters are left out of the candidate scan: rows of other authors come back",
-        Q, "        where=where_sql,", '        where=_where(config, filter, None, "\\n    "),',
-        (ADOPT,), group=ADDED,
+        Q, 'where_sql = _where(config, filter, where, "\\n    ")',
+        'where_sql = _where(config, filter, None, "\\n    ")', (ADOPT,), group=ADDED,
     ),
     Mutation(
         "adopt-join-on-first-key-column",
@@ -715,11 +718,71 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "filters-in-without-cast",
         "IN values are not cast to the column's array type: a uuid column compared with text[]",
-        FL, 'sql.SQL("{} {}(CAST({} AS {}))").format(\n'
-            "                ident, sql.SQL(_SETS[op]), value, sql.Identifier(type_schema, "
-            "array_type)))",
-        'sql.SQL("{} {}({})").format(\n'
-        "                ident, sql.SQL(_SETS[op]), value))", (ADOPT,), group=ADDED,
+        FL, "column, sql.SQL(_SETS[op]), _cast(value.array, type_schema, array_type))",
+        "column, sql.SQL(_SETS[op]), value.array)", (ADOPT,), group=ADDED,
+    ),
+    # --- The filter language (issue 16): operators, NULL vectors, keys, pages ---
+    Mutation(
+        "filters-not-in-as-any",
+        "not_in compiled as <> ANY: every row with another value passes",
+        FL, '_SETS = {"in": "= ANY", "not_in": "<> ALL"}',
+        '_SETS = {"in": "= ANY", "not_in": "<> ANY"}', (FILTER_ORACLE,), group=ADDED,
+    ),
+    Mutation(
+        "filters-lte-as-lt",
+        "lte compiled as <: the bound itself is left out",
+        FL, '"lte": "<="', '"lte": "<"', (FILTER_ORACLE,), group=ADDED,
+    ),
+    Mutation(
+        "filters-fraction-cast-to-integer",
+        "a fraction against an integer column is cast to the column's type (rounded)",
+        FL, "    if kind == NUMERIC:\n        column =",
+        "    if False:\n        column =", (FILTER_ORACLE,), group=ADDED,
+    ),
+    Mutation(
+        "query-null-embeddings-kept",
+        "rows whose embedding is NULL stay candidates: float(None) or NULL distances",
+        Q, '        sql.SQL("{} IS NOT NULL").format(column_name(config.embedding_column))]',
+        '        sql.SQL("true")]', (REAL_TABLES,), group=ADDED,
+    ),
+    Mutation(
+        "catalog-nullable-key-accepted",
+        "a key column that may hold NULL is accepted: rows with a NULL key never come back",
+        CAT, "    _refuse_nullable_key(conn, name, shown, key)\n", "", (REAL_TABLES,),
+        group=ADDED,
+    ),
+    Mutation(
+        "query-pool-ignores-offset",
+        "the pool is k * oversample whatever the offset: a later page walks short and falls "
+        "back to the exact scan",
+        Q, 'return {"k": params.offset + params.k,', 'return {"k": params.k,',
+        (REAL_TABLES,), group=ADDED,
+    ),
+    Mutation(
+        "function-pool-ignores-offset",
+        "the SQL function's pool is match_count * oversample whatever match_offset",
+        F, "    pool := (match_offset + match_count) * oversample;",
+        "    pool := match_count * oversample;", (REAL_TABLES,), group=ADDED,
+    ),
+    Mutation(
+        "orm-select-takes-a-later-offset",
+        "search_select's Select takes a later .offset(): the page silently comes back empty",
+        "mrl_pg/sqlalchemy/_target.py", "return _with_settings(paged, settings)",
+        "return _with_settings(statement, settings)", (REAL_TABLES,),
+        group=ADDED,
+    ),
+    Mutation(
+        "query-missed-ignores-offset",
+        "the exact answer that replaces a short walk ignores the offset: a short page repeats "
+        "the rows before it",
+        Q, "    ORDER BY ({distance}) + 0, {key}\n    LIMIT {k}{offset}",
+        "    ORDER BY ({distance}) + 0, {key}\n    LIMIT {k}", (REAL_TABLES,), group=ADDED,
+    ),
+    Mutation(
+        "query-offset-ignored",
+        "the offset is not applied to the best rows: page 2 repeats page 1",
+        Q, 'return sql.SQL("") if offset is None else sql.SQL(" OFFSET {}").format(offset)',
+        'return sql.SQL("")', (REAL_TABLES,), group=ADDED,
     ),
     Mutation(
         "catalog-any-key-accepted",

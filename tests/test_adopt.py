@@ -26,6 +26,7 @@ from mrl_pg.psycopg._search import exact_search, explain, search
 from mrl_pg.schema.adoption import adopt_ddl
 from mrl_pg.schema.catalog import describe_table, table_config
 from mrl_pg.schema.install import install
+from mrl_pg.schema.search_function import SEARCH_FUNCTION_ARGS
 from mrl_pg.schema.tables import render
 from mrl_pg.statement.filters import compile_where, where_sql
 from mrl_pg.statement.plans import uses_index
@@ -339,8 +340,8 @@ def test_adopting_twice_keeps_the_index_and_release_leaves_every_row(conn):
     assert release_table(conn, config) is True
     assert conn.execute("SELECT count(*) FROM kept").fetchone()[0] == 300
     assert conn.execute("SELECT to_regclass('kept_embedding_prefix_hnsw')").fetchone()[0] is None
-    assert conn.execute("SELECT to_regprocedure('mrl_search_kept(vector, integer, integer, jsonb)')"
-                        ).fetchone()[0] is None
+    assert conn.execute("SELECT to_regprocedure(%s)", (
+        f"mrl_search_kept({SEARCH_FUNCTION_ARGS})",)).fetchone()[0] is None
 
 
 def test_a_description_for_mrl_pgs_own_layout_refuses_custom_columns():

@@ -350,12 +350,12 @@ FUNCTION_CASES: list[tuple[str, str, list[Any], str, str]] = [
     ("'abc' for an int column", "%s::vector, 10, 8, %s::jsonb",
      [str(GOOD), _filter({"author_id": "abc"})],
      'invalid input syntax for type integer: "abc"', "22P02"),
-    ("1.5 for an int column", "%s::vector, 10, 8, %s::jsonb",
-     [str(GOOD), _filter({"author_id": 1.5})],
-     'invalid input syntax for type integer: "1.5"', "22P02"),
-    ("an object for an int column", "%s::vector, 10, 8, %s::jsonb",
-     [str(GOOD), _filter({"author_id": {"gt": 1}})],
-     'invalid input syntax for type integer: "{"gt": 1}"', "22P02"),
+    ("a list for a bound", "%s::vector, 10, 8, %s::jsonb",
+     [str(GOOD), _filter({"author_id": {"gt": [1]}})],
+     "filter: 'author_id' gt takes one value, got a JSON array", "22023"),
+    ("an unknown operator", "%s::vector, 10, 8, %s::jsonb",
+     [str(GOOD), _filter({"author_id": {"like": 1}})],
+     "filter: unknown operator 'like' for 'author_id'", "22023"),
     ("'not-a-date' for a date column", "%s::vector, 10, 8, %s::jsonb",
      [str(GOOD), _filter({"published": "not-a-date"})],
      'invalid input syntax for type date: "not-a-date"', "22007"),
@@ -374,7 +374,7 @@ FUNCTION_CASES: list[tuple[str, str, list[Any], str, str]] = [
     ("oversample 0", "query_embedding => %s::vector, match_count => 5, oversample => 0",
      [str(GOOD)], "oversample must be at least 1, got 0", "22023"),
     ("a pool past the maximum", "%s::vector, 1000, 1000", [str(GOOD)],
-     "match_count * oversample must be at most 100000", "22023"),
+     "(match_offset + match_count) * oversample must be at most 100000", "22023"),
 ]
 
 

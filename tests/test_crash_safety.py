@@ -30,6 +30,7 @@ from mrl_pg import TableConfig, connect, install
 from mrl_pg.index.adopt import adopt_table
 from mrl_pg.index.build import build_hnsw_index, drop_hnsw_index, index_status
 from mrl_pg.schema.catalog import table_config
+from mrl_pg.schema.search_function import SEARCH_FUNCTION_ARGS
 from mrl_pg.server import EmbeddedServer
 from mrl_pg.statement.plans import uses_index
 
@@ -250,7 +251,7 @@ def _prefix_indexes(conn: psycopg.Connection[object]) -> tuple[int, bool]:
 
 def _search_function(conn: psycopg.Connection[object], config: TableConfig) -> bool:
     row = conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (
-        f"{config.search_function_name}(vector, integer, integer, jsonb)",)).fetchone()
+        f"{config.search_function_name}({SEARCH_FUNCTION_ARGS})",)).fetchone()
     return bool(row and row[0])
 
 

@@ -177,7 +177,8 @@ def test_clients_cannot_write_the_prefix(conn, schema):
 def test_install_is_all_or_nothing(conn, schema):
     """The search function is created last; when it fails, the table and its indexes go too."""
     config = TableConfig("docs", full_dim=8, prefix_dim=4, schema=schema)
-    assert render(create_ddl(config)[-1]).startswith("CREATE OR REPLACE FUNCTION")
+    last = render(create_ddl(config)[-1])
+    assert last.startswith("DO $mrl_pg_install$") and "CREATE OR REPLACE FUNCTION" in last
     # Same name and argument types, another return type: CREATE OR REPLACE cannot replace it.
     conn.execute(sql.SQL("CREATE FUNCTION {}({}) RETURNS integer LANGUAGE sql AS 'SELECT 1'")
                  .format(config.qualified(config.search_function_name),

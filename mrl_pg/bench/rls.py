@@ -49,6 +49,7 @@ from mrl_pg.schema.rls import (
     tenant_policy_ddl,
     tenant_setting_expression,
 )
+from mrl_pg.schema.search_function import SEARCH_FUNCTION_ARGS
 from mrl_pg.statement.plans import plan_tree
 
 LARGE, SMALL, TINY = 1, 2, 3
@@ -111,9 +112,9 @@ def create_roles(conn: psycopg.Connection[Any], config: TableConfig, roles: list
             config.table, sql.Identifier(role)))
         conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
             schema, sql.Identifier(role)))  # the bigserial id
-        conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}(vector, integer, integer, jsonb) "
-                             "TO {}").format(config.qualified(config.search_function_name),
-                                             sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}({}) TO {}").format(
+            config.qualified(config.search_function_name), sql.SQL(SEARCH_FUNCTION_ARGS),
+            sql.Identifier(role)))
 
 
 def drop_roles(conn: psycopg.Connection[Any], roles: list[str]) -> None:

@@ -110,6 +110,8 @@ def _cell(value: Any) -> str:
 @click.option("--vector", "vector_file", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), help="Query vector from a .npy file instead of text.")
 @click.option("-k", type=int, default=10, show_default=True, help="Results to return.")
+@click.option("--offset", type=int, default=0, show_default=True,
+              help="Skip the best OFFSET rows: --offset 10 -k 10 is rows 11-20 (page 2).")
 @click.option("--oversample", type=int, default=None,
               help="Candidates per result taken from the prefix index (default: what "
                    "`mrl-pg tune` saved for the table, else 8).")
@@ -119,7 +121,7 @@ def _cell(value: Any) -> str:
               help='Conditions on the table\'s own columns, e.g. \'{"author_id": 7}\', '
                    '\'{"status": ["draft", "live"]}\', \'{"deleted_at": null}\' or '
                    '\'{"published": {"gte": "2024-01-01"}}\' (operators eq, ne, lt, lte, '
-                   'gt, gte, in, not_in, is_null).')
+                   'gt, gte, in, not_in, is_null, contains; see docs/filters.md).')
 @click.option("--tenant", default=None, metavar="VALUE",
               help="Only rows of this tenant (a table with a tenant column).")
 @click.option("--exact", is_flag=True, help="Exact full-dimension search (no index).")
@@ -128,7 +130,8 @@ def _cell(value: Any) -> str:
 @click.option("--model", default=None, help="Embedding model for TEXT.")
 @table_options
 @dsn_option
-def search_command(text: str | None, vector_file: Path | None, k: int, oversample: int | None,
+def search_command(text: str | None, vector_file: Path | None, k: int, offset: int,
+                   oversample: int | None,
                    filter_json: str | None, where_json: str | None, tenant: str | None,
                    exact: bool, as_json: bool, model: str | None, table: TableChoice,
                    dsn: str | None) -> None:
@@ -153,10 +156,10 @@ def search_command(text: str | None, vector_file: Path | None, k: int, oversampl
                 query = client.embed_one(text or "")
         if exact:
             results = exact_search(conn, config, query, k=k, filter=flt, where=where,
-                                   tenant=tenant)
+                                   tenant=tenant, offset=offset)
         else:
             results = search(conn, config, query, k=k, oversample=oversample, filter=flt,
-                             where=where, tenant=tenant)
+                             where=where, tenant=tenant, offset=offset)
     if as_json:
         for r in results:
             click.echo(json.dumps(json_safe(r.as_dict()), ensure_ascii=False))

@@ -124,6 +124,7 @@ def _adaptive_statement(
         filter=sql.Placeholder("filter") if filtered else None,
         where=where_sql(config, shape),
         stage=stage,
+        offset=sql.Placeholder("offset"),
     )
 
 
@@ -146,6 +147,7 @@ def adaptive_search_statement(
     ef_search: int | None = None,
     tuning: SearchTuning | None = None,
     stage: FirstStage = PREFIX_HNSW,
+    offset: int = 0,
 ) -> SearchStatement:
     """The adaptive search for one full-dimension ``query`` as psycopg ``Composed`` + parameters.
 
@@ -153,7 +155,8 @@ def adaptive_search_statement(
     ``mrl_pg_tuning`` row, read by the settings statement in the database (no
     extra round trip), or from ``tuning`` when one is given (then no table is
     read). ``stage`` finds the candidates (:mod:`mrl_pg.statement.stages`; its
-    index must exist).
+    index must exist). ``offset`` skips that many of the best rows (the pool grows
+    to hold them: ``(offset + k) * oversample``).
 
     >>> s = adaptive_search_statement(TableConfig(), [1.0] * 1536, k=5, oversample=8)
     >>> s.settings_params["k"], s.settings_params["oversample"]
@@ -162,7 +165,7 @@ def adaptive_search_statement(
     known = tuning if tuning is not None else DEFAULT_TUNING
     params = SearchParams(k=k, oversample=known.oversample if oversample is None else oversample,
                           filter=filter, max_scan_tuples=max_scan_tuples, ef_search=ef_search,
-                          tuning=known)
+                          tuning=known, offset=offset)
     columns = _column_filter(config, where, tenant)
     values = search_parameters(params) | columns.params | {"query": _query_vector(config, query)}
     statement = _adaptive_statement(config, params.has_filter, columns.shape, stage)
@@ -196,13 +199,15 @@ def exact_search_statement(
     filter: Mapping[str, Any] | None = None,
     where: Mapping[str, Any] | ColumnFilter | None = None,
     tenant: Any = None,
+    offset: int = 0,
 ) -> SearchStatement:
     """Exact full-dimension search: index scans off for the transaction, every row compared."""
-    params = SearchParams(k=k, oversample=1, filter=filter)
+    params = SearchParams(k=k, oversample=1, filter=filter, offset=offset)
     columns = _column_filter(config, where, tenant)
     values = {
         "query": _query_vector(config, query),
         "k": params.k,
+        "offset": params.offset,
         "filter": params.filter_json,
     } | columns.params
     statement = exact_search_sql(
@@ -211,6 +216,7 @@ def exact_search_statement(
         k=sql.Placeholder("k"),
         filter=sql.Placeholder("filter") if params.has_filter else None,
         where=where_sql(config, columns.shape),
+        offset=sql.Placeholder("offset"),
     )
     return SearchStatement(settings=settings_sql(EXACT_SETTINGS), statement=statement,
                            params=values, setting_names=tuple(n for n, _ in EXACT_SETTINGS))
@@ -308,10 +314,11 @@ def _adaptive(
     tenant: Any,
     max_scan_tuples: int | None,
     ef_search: int | None,
+    offset: int = 0,
 ) -> SearchStatement:
     return adaptive_search_statement(
         config, query, k=k, oversample=oversample, filter=filter, where=where, tenant=tenant,
-        max_scan_tuples=max_scan_tuples, ef_search=ef_search,
+        max_scan_tuples=max_scan_tuples, ef_search=ef_search, offset=offset,
     )
 
 
@@ -327,6 +334,7 @@ def search(
     tenant: Any = None,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
+    offset: int = 0,
 ) -> list[SearchResult]:
     """Adaptive search: ``k * oversample`` candidates by prefix (HNSW), re-ranked by full cosine.
 
@@ -336,14 +344,17 @@ def search(
     the table's own columns (:mod:`mrl_pg.statement.filters`: equality, IN, ranges,
     NULL checks), ``filter`` the metadata column by containment, ``tenant``
     the tenant column; all three apply inside the candidate scan, so ``k``
-    matching rows come back whenever that many exist.
+    matching rows come back whenever that many exist. ``offset`` skips the best
+    ``offset`` rows: ``offset=10, k=10`` is rows 11..20 of a ``k=20`` search, from a
+    pool of ``(offset + k) * oversample`` candidates (``docs/filters.md``). A row whose
+    embedding is NULL is never a result.
 
     >>> search(conn, TableConfig(), embedding, k=10, filter={"lang": "en"})  # doctest: +SKIP
     >>> search(conn, articles, embedding, where={"author_id": [5, 7]})  # doctest: +SKIP
     """
     return _rows_to_results(config, _run(conn, _adaptive(
         config, query, k=k, oversample=oversample, filter=filter, where=where, tenant=tenant,
-        max_scan_tuples=max_scan_tuples, ef_search=ef_search,
+        max_scan_tuples=max_scan_tuples, ef_search=ef_search, offset=offset,
     )))
 
 
@@ -356,10 +367,11 @@ def exact_search(
     filter: Mapping[str, Any] | None = None,
     where: Mapping[str, Any] | None = None,
     tenant: Any = None,
+    offset: int = 0,
 ) -> list[SearchResult]:
     """Exact search on the full vectors (sequential scan): ground truth, or for small tables."""
     statement = exact_search_statement(config, query, k=k, filter=filter, where=where,
-                                       tenant=tenant)
+                                       tenant=tenant, offset=offset)
     return _rows_to_results(config, _run(conn, statement))
 
 
@@ -375,11 +387,12 @@ async def search_async(
     tenant: Any = None,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
+    offset: int = 0,
 ) -> list[SearchResult]:
     """Async twin of :func:`search`."""
     return _rows_to_results(config, await _run_async(conn, _adaptive(
         config, query, k=k, oversample=oversample, filter=filter, where=where, tenant=tenant,
-        max_scan_tuples=max_scan_tuples, ef_search=ef_search,
+        max_scan_tuples=max_scan_tuples, ef_search=ef_search, offset=offset,
     )))
 
 
@@ -392,10 +405,11 @@ async def exact_search_async(
     filter: Mapping[str, Any] | None = None,
     where: Mapping[str, Any] | None = None,
     tenant: Any = None,
+    offset: int = 0,
 ) -> list[SearchResult]:
     """Async twin of :func:`exact_search`."""
     statement = exact_search_statement(config, query, k=k, filter=filter, where=where,
-                                       tenant=tenant)
+                                       tenant=tenant, offset=offset)
     return _rows_to_results(config, await _run_async(conn, statement))
 
 
@@ -411,6 +425,7 @@ def explain(
     tenant: Any = None,
     max_scan_tuples: int | None = None,
     ef_search: int | None = None,
+    offset: int = 0,
     exact: bool = False,
     analyze: bool = False,
     as_json: bool = False,
@@ -425,10 +440,11 @@ def explain(
     stmt: SearchStatement
     if exact:
         stmt = exact_search_statement(config, query, k=k, filter=filter, where=where,
-                                      tenant=tenant)
+                                      tenant=tenant, offset=offset)
     else:
         stmt = _adaptive(config, query, k=k, oversample=oversample, filter=filter, where=where,
-                         tenant=tenant, max_scan_tuples=max_scan_tuples, ef_search=ef_search)
+                         tenant=tenant, max_scan_tuples=max_scan_tuples, ef_search=ef_search,
+                         offset=offset)
     return explain_statement(conn, stmt, analyze=analyze, as_json=as_json)
 
 

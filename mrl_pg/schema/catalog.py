@@ -259,6 +259,30 @@ def _recorded_adoption(
         return _adoption(_prefix_index_row(cur, name, table))
 
 
+_NULLABLE = """
+SELECT a.attname FROM pg_attribute AS a
+WHERE a.attrelid = %(table)s::regclass AND a.attname = ANY(%(key)s) AND NOT a.attnotnull
+ORDER BY a.attnum
+"""
+
+
+def _refuse_nullable_key(
+    conn: psycopg.Connection[Any], name: str, shown: str, key: tuple[str, ...]
+) -> None:
+    """A search joins its best candidates back to the table on the key, and NULL never
+    equals NULL: a row whose key is NULL would be dropped from every result (and a UNIQUE
+    key allows many of them). So a key must be NOT NULL; say which column and the fix."""
+    with conn.cursor() as cur:
+        nullable = [r[0] for r in cur.execute(
+            _NULLABLE, {"table": name, "key": list(key)}).fetchall()]
+    if nullable:
+        columns = ", ".join(nullable)
+        raise InvalidConfigError(
+            f"key column {columns} of {shown} may hold NULL: a search joins its results back "
+            f"on the key, and a row whose key is NULL would never come back. Make it NOT NULL "
+            f"(ALTER TABLE {shown} ALTER COLUMN {nullable[0]} SET NOT NULL) or use another key")
+
+
 def describe_existing_table(
     conn: psycopg.Connection[Any],
     table: str,
@@ -343,6 +367,7 @@ def describe_existing_table(
             raise InvalidConfigError(
                 f"key ({', '.join(key)}) of {shown} is not a primary key or unique constraint: "
                 "a search joins its candidates back on it, so it must be unique")
+    _refuse_nullable_key(conn, name, shown, key)
     if columns is None:
         columns = tuple(c.name for c in table_columns.values() if not c.is_vector)
     else:

@@ -13,12 +13,14 @@ in the configuration, or else the schema the function is created in
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 from psycopg import sql
 
 from mrl_pg.config import TableConfig, column_name
 from mrl_pg.schema.tables import render
+from mrl_pg.statement.filters import OPERATORS, VALUE_KINDS, json_filter_sql, operators_for
 from mrl_pg.statement.query import (
     MAX_SCAN_TUPLES_RULE,
     SCAN_MEMORY_RULE,
@@ -35,9 +37,12 @@ from mrl_pg.statement.tuning import (
 
 __all__ = [
     "search_function_ddl", "drop_search_function_ddl", "SEARCH_FUNCTION_ARGS", "row_filter",
+    "OLD_SEARCH_FUNCTION_ARGS",
 ]
 
-SEARCH_FUNCTION_ARGS = "vector, integer, integer, jsonb"
+SEARCH_FUNCTION_ARGS = "vector, integer, integer, jsonb, integer"
+OLD_SEARCH_FUNCTION_ARGS = "vector, integer, integer, jsonb"
+"""The signature before ``match_offset``: installing drops it, keeping its EXECUTE grants."""
 
 # Dollar-quoted; validated identifiers cannot contain "$", so the body cannot end early.
 _BODY = """DECLARE
@@ -45,6 +50,7 @@ _BODY = """DECLARE
     tuned_k integer;
     tuned_oversample integer;
     tuned_ef_search integer;
+    problem text;
 BEGIN
     IF query_embedding IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004',
@@ -65,6 +71,13 @@ BEGIN
             MESSAGE = {fn_name} || ': match_count must be between 1 and ' || {max_k}
                 || ', got ' || coalesce(match_count::text, 'NULL');
     END IF;
+    IF match_offset IS NULL OR match_offset < 0
+            OR match_offset::bigint + match_count > {max_k} THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = {fn_name} || ': match_offset must be at least 0, and match_offset + '
+                || 'match_count at most ' || {max_k} || ', got '
+                || coalesce(match_offset::text, 'NULL');
+    END IF;
     IF oversample < 1 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = {fn_name} || ': oversample must be at least 1, got ' || oversample;
@@ -78,9 +91,10 @@ BEGIN
         tuned_ef_search := {default_ef_search};
     END IF;
     oversample := coalesce(oversample, tuned_oversample);
-    IF match_count::bigint * oversample > {max_pool} THEN
+    IF (match_offset::bigint + match_count) * oversample > {max_pool} THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = {fn_name} || ': match_count * oversample must be at most ' || {max_pool};
+            MESSAGE = {fn_name} || ': (match_offset + match_count) * oversample must be at most '
+                || {max_pool};
     END IF;
     IF filter IS NOT NULL AND jsonb_typeof(filter) <> 'object' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
@@ -88,7 +102,7 @@ BEGIN
                 || jsonb_typeof(filter);
     END IF;
 {unknown_keys}
-    pool := match_count * oversample;
+    pool := (match_offset + match_count) * oversample;
     -- An HNSW scan returns at most hnsw.ef_search rows; the SET clauses on this
     -- function make these changes end when the function returns.
     PERFORM set_config('hnsw.ef_search', ({ef_search})::text, true);
@@ -99,9 +113,11 @@ BEGIN
         || current_setting('hnsw.max_scan_tuples') || ', oversample ' || oversample;
 
     IF filter IS NULL OR filter = '{{}}'::jsonb THEN
-        RETURN QUERY EXECUTE {unfiltered} USING query_embedding, pool, match_count;
+        RETURN QUERY EXECUTE {unfiltered} USING query_embedding, pool, match_count, NULL::jsonb,
+            match_offset;
     ELSE
-        RETURN QUERY EXECUTE {filtered} USING query_embedding, pool, match_count, filter;
+        RETURN QUERY EXECUTE {filtered} USING query_embedding, pool, match_count, filter,
+            match_offset;
     END IF;
 END"""
 
@@ -113,31 +129,69 @@ _UNQUOTED = "^[a-z_][a-z0-9_]*$"
 
 
 def search_function_ddl(config: TableConfig) -> sql.Composed:
-    """``CREATE OR REPLACE FUNCTION`` for the table's search function.
+    """A ``DO`` block that creates (or replaces) the table's search function.
 
     ``SECURITY INVOKER`` (the caller's privileges and row-level security
     apply) and a fixed ``search_path`` (the table's schema, then ``public`` and
     ``extensions`` where pgvector usually lives, Supabase included). With no
-    schema in ``config`` this is a ``DO`` block that creates the function, and
-    names the table, in ``current_schema()``: where ``CREATE TABLE`` put it.
+    schema in ``config`` the function, and the table it names, are in
+    ``current_schema()``: where ``CREATE TABLE`` put it. A function of the
+    signature before ``match_offset`` (:data:`OLD_SEARCH_FUNCTION_ARGS`) is
+    dropped first, else calls would be ambiguous between the two; the EXECUTE
+    grants it had (and a revoke from PUBLIC) are given to the new one.
     """
+    target: sql.Composable
+    check: sql.Composable
     if config.schema is not None:
-        return _create_function(config)
-    template = render(_create_function(replace(config, schema=_SCHEMA_PLACEHOLDER)))
-    return sql.SQL(
-        """DO $mrl_pg_install$
-BEGIN
-    IF current_schema() IS NULL OR current_schema() !~ {unquoted} THEN
+        template = render(_create_function(config))
+        target = sql.Literal(config.schema)
+        check = sql.SQL("")
+    else:
+        template = render(_create_function(replace(config, schema=_SCHEMA_PLACEHOLDER)))
+        target = sql.SQL("current_schema()")
+        check = sql.SQL(
+            """    IF current_schema() IS NULL OR current_schema() !~ {unquoted} THEN
         RAISE EXCEPTION USING ERRCODE = '3F000', MESSAGE = 'mrl_pg: cannot create '
             || {fn_name} || ' in schema ' || coalesce(quote_ident(current_schema()), 'NULL')
             || ': set search_path to a schema whose name needs no quoting, or name one';
     END IF;
-    EXECUTE replace({template}, {placeholder}, quote_ident(current_schema()));
+""").format(unquoted=sql.Literal(_UNQUOTED), fn_name=sql.Literal(config.search_function_name))
+    return sql.SQL(
+        """DO $mrl_pg_install$
+DECLARE
+    target_schema text;
+    function_name text;
+    old_function regprocedure;
+    old_acl aclitem[];
+    granted record;
+BEGIN
+{check}    target_schema := {target};
+    function_name := quote_ident(target_schema) || '.' || quote_ident({fn_name});
+    old_function := to_regprocedure(function_name || '(' || {old_args} || ')');
+    IF old_function IS NOT NULL THEN
+        SELECT p.proacl INTO old_acl FROM pg_proc AS p WHERE p.oid = old_function;
+        EXECUTE 'DROP FUNCTION ' || old_function::text;
+    END IF;
+    EXECUTE replace({template}, {placeholder}, quote_ident(target_schema));
+    IF old_acl IS NOT NULL THEN
+        function_name := function_name || '(' || {new_args} || ')';
+        EXECUTE 'REVOKE ALL ON FUNCTION ' || function_name || ' FROM PUBLIC';
+        FOR granted IN SELECT a.grantee, a.is_grantable FROM aclexplode(old_acl) AS a
+                WHERE a.privilege_type = 'EXECUTE' LOOP
+            EXECUTE 'GRANT EXECUTE ON FUNCTION ' || function_name || ' TO '
+                || CASE WHEN granted.grantee = 0 THEN 'PUBLIC'
+                        ELSE granted.grantee::regrole::text END
+                || CASE WHEN granted.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END;
+        END LOOP;
+    END IF;
 END
 $mrl_pg_install$"""
     ).format(
-        unquoted=sql.Literal(_UNQUOTED),
+        check=check,
+        target=target,
         fn_name=sql.Literal(config.search_function_name),
+        old_args=sql.Literal(OLD_SEARCH_FUNCTION_ARGS),
+        new_args=sql.Literal(SEARCH_FUNCTION_ARGS),
         template=sql.Literal(template),
         placeholder=sql.Literal(sql.Identifier(_SCHEMA_PLACEHOLDER).as_string(None)),
     )
@@ -159,37 +213,81 @@ def _result_columns(config: TableConfig) -> sql.Composed:
     return sql.SQL(", ").join([*columns, sql.SQL("distance double precision")])
 
 
-# Types whose JSON text is their SQL text: compared with "=" after a cast.
-_SCALAR_JSON = ("int2", "int4", "int8", "float4", "float8", "numeric", "text", "varchar",
-                "bpchar", "bool", "uuid", "date", "timestamp", "timestamptz", "time")
-
-
 def row_filter(config: TableConfig, filter: sql.Composable) -> sql.Composed:
-    """The adopted table's SQL-function filter: for each column the JSON object names,
-    equality (``{"author_id": 5}``; JSON null is IS NULL), or containment for jsonb,
-    json and array columns. A column the object leaves out drops out of the plan:
+    """The adopted table's SQL-function filter: the grammar of
+    :mod:`mrl_pg.statement.filters` over the normalized JSON object (see
+    :func:`_filter_checks`), rendered by the same code as the Python front ends'
+    ``where``. A column or operator the object leaves out drops out of the plan:
     ``EXECUTE ... USING`` plans with the object as a constant, so a named column
     reaches the planner as ``author_id = 5``, with its statistics and indexes."""
-    parts = []
-    for name, type_schema, type_name, _ in config.filterable_columns.values():
-        key, column = sql.Literal(name), column_name(name)
-        value = sql.SQL("({} -> {})").format(filter, key)
-        if type_schema == "pg_catalog" and type_name in _SCALAR_JSON:
-            test: sql.Composable = sql.SQL(
-                "CASE WHEN jsonb_typeof({value}) = 'null' THEN {column} IS NULL "
-                "ELSE {column} = CAST({filter} ->> {key} AS {type}) END").format(
-                value=value, column=column, filter=filter, key=key,
-                type=sql.Identifier(type_schema, type_name))
-        else:
-            test = sql.SQL("to_jsonb({}) @> {}").format(column, value)
-        parts.append(sql.SQL("({} IS NULL OR {})").format(value, test))
-    return sql.SQL(" AND ").join(parts)
+    return json_filter_sql(config, filter)
 
 
-def _unknown_keys_check(config: TableConfig) -> sql.Composable:
+def _quoted_list(names: Iterable[str]) -> sql.Composed:
+    return sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(
+        sql.Literal(n) for n in names))
+
+
+# Shorthand to operators, as compile_where reads it: a list is IN, null is IS NULL,
+# another scalar is equality, an object names operators.
+_NORMALIZE = """    IF filter IS NOT NULL THEN
+        filter := (SELECT coalesce(jsonb_object_agg(c.key, CASE jsonb_typeof(c.value)
+                WHEN 'object' THEN c.value
+                WHEN 'array' THEN jsonb_build_object('in', c.value)
+                WHEN 'null' THEN jsonb_build_object('is_null', true)
+                ELSE jsonb_build_object('eq', c.value) END), '{}'::jsonb)
+            FROM jsonb_each(filter) AS c);
+    END IF;
+"""
+
+# The first thing wrong with a normalized filter, in compile_where's words.
+_CHECKS = """    SELECT p.problem INTO problem FROM (
+        SELECT CASE
+            WHEN c.value = '{{}}'::jsonb THEN quote_literal(c.key) || ' has an empty condition'
+            WHEN o.key <> ALL ({operators}) THEN 'unknown operator ' || quote_literal(o.key)
+                || ' for ' || quote_literal(c.key) || '; use one of ' || {operator_list}
+                || CASE WHEN a2.type_name = 'jsonb' THEN ' (containment on a jsonb column: {{"'
+                    || c.key || '": {{"contains": {{...}}}}}})' ELSE '' END
+            WHEN a.op IS NULL THEN quote_literal(c.key) || ' takes no ' || o.key
+                || ' (a column of type ' || a2.type_name || ' takes ' || a2.ops || ')'
+            WHEN a.kind = 'scalar' AND jsonb_typeof(o.value) = 'null' THEN quote_literal(c.key)
+                || ' ' || o.key || ' null: use {{"' || c.key || '": null}} or is_null for NULL '
+                || 'checks'
+            WHEN a.kind = 'scalar' AND jsonb_typeof(o.value) IN ('object', 'array') THEN
+                quote_literal(c.key) || ' ' || o.key || ' takes one value, got a JSON '
+                || jsonb_typeof(o.value)
+            WHEN (a.kind = 'list' OR (a.kind = 'contained' AND a.is_array))
+                AND jsonb_typeof(o.value) <> 'array' THEN quote_literal(c.key) || ' ' || o.key
+                || ' takes a list of values, got a JSON ' || jsonb_typeof(o.value)
+            WHEN (a.kind = 'list' OR (a.kind = 'contained' AND a.is_array))
+                AND o.value = '[]'::jsonb THEN quote_literal(c.key) || ' ' || o.key
+                || ' an empty list'
+            WHEN (a.kind = 'list' OR (a.kind = 'contained' AND a.is_array)) AND EXISTS (
+                SELECT FROM jsonb_array_elements(o.value) AS e(x)
+                WHERE jsonb_typeof(e.x) IN ('null', 'object', 'array'))
+                THEN quote_literal(c.key) || ' ' || o.key || ' takes a list of single values'
+            WHEN a.kind = 'boolean' AND jsonb_typeof(o.value) <> 'boolean' THEN
+                quote_literal(c.key) || ' is_null takes true or false, got ' || o.value::text
+            END AS problem
+        FROM jsonb_each(filter) AS c
+        LEFT JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(c.value) = 'object'
+            THEN c.value END) AS o ON true
+        LEFT JOIN (VALUES {allowed}) AS a(col, op, kind, is_array)
+            ON a.col = c.key AND a.op = o.key
+        LEFT JOIN (VALUES {types}) AS a2(col, type_name, ops) ON a2.col = c.key
+    ) AS p WHERE p.problem IS NOT NULL LIMIT 1;
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = {fn_name} || ': filter: ' || problem;
+    END IF;
+"""
+
+
+def _filter_checks(config: TableConfig) -> sql.Composable:
+    """Unknown columns, then :data:`_NORMALIZE`, then :data:`_CHECKS`, each refused by name."""
     if not config.adopted:
         return sql.SQL("")
-    return sql.SQL(
+    columns = config.filterable_columns
+    unknown = sql.SQL(
         """    IF EXISTS (SELECT FROM jsonb_object_keys(coalesce(filter, '{{}}'::jsonb)) AS k(name)
                WHERE k.name <> ALL ({columns})) THEN
         RAISE EXCEPTION USING ERRCODE = '42703',
@@ -197,24 +295,38 @@ def _unknown_keys_check(config: TableConfig) -> sql.Composable:
                 || (SELECT string_agg(quote_ident(k.name), ', ')
                     FROM jsonb_object_keys(filter) AS k(name) WHERE k.name <> ALL ({columns}));
     END IF;
-""").format(columns=sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(
-        sql.Literal(n) for n in config.filterable_columns)),
-        fn_name=sql.Literal(config.search_function_name))
+""").format(columns=_quoted_list(columns), fn_name=sql.Literal(config.search_function_name))
+    if not columns:
+        return unknown
+    allowed = sql.SQL(", ").join(
+        sql.SQL("({}, {}, {}, {})").format(
+            sql.Literal(name), sql.Literal(op), sql.Literal(VALUE_KINDS[op]),
+            sql.Literal(ctype[2].startswith("_")))
+        for name, ctype in columns.items() for op in operators_for(ctype))
+    types = sql.SQL(", ").join(
+        sql.SQL("({}, {}, {})").format(sql.Literal(name), sql.Literal(ctype[2]),
+                                       sql.Literal(", ".join(operators_for(ctype))))
+        for name, ctype in columns.items())
+    checks = sql.SQL(_CHECKS).format(
+        operators=_quoted_list(OPERATORS), operator_list=sql.Literal(", ".join(OPERATORS)),
+        allowed=allowed, types=types, fn_name=sql.Literal(config.search_function_name))
+    return sql.Composed([unknown, sql.SQL(_NORMALIZE), checks])
 
 
 def _create_function(config: TableConfig) -> sql.Composed:
-    # EXECUTE ... USING query_embedding, pool, match_count, filter
-    query, pool, k, filter = sql.SQL("$1"), sql.SQL("$2"), sql.SQL("$3"), sql.SQL("$4")
-    unfiltered = adaptive_search_sql(config, query=query, pool=pool, k=k)
+    # EXECUTE ... USING query_embedding, pool, match_count, filter, match_offset
+    query, pool, k, filter, offset = (sql.SQL(f"${i}") for i in range(1, 6))
+    unfiltered = adaptive_search_sql(config, query=query, pool=pool, k=k, offset=offset)
     if config.adopted:
-        filtered = adaptive_search_sql(config, query=query, pool=pool, k=k,
+        filtered = adaptive_search_sql(config, query=query, pool=pool, k=k, offset=offset,
                                        where=row_filter(config, filter))
     else:
-        filtered = adaptive_search_sql(config, query=query, pool=pool, k=k, filter=filter)
+        filtered = adaptive_search_sql(config, query=query, pool=pool, k=k, offset=offset,
+                                       filter=filter)
     name = config.qualified(config.search_function_name)
     body = sql.SQL(_BODY).format(
         fn_name=sql.Literal(config.search_function_name),
-        unknown_keys=_unknown_keys_check(config),
+        unknown_keys=_filter_checks(config),
         n=sql.Literal(config.full_dim),
         p=sql.Literal(config.prefix_dim),
         max_k=sql.Literal(MAX_MATCH_COUNT),
@@ -240,7 +352,8 @@ def _create_function(config: TableConfig) -> sql.Composed:
     query_embedding vector,
     match_count integer DEFAULT 10,
     oversample integer DEFAULT NULL::integer,
-    filter jsonb DEFAULT '{{}}'::jsonb
+    filter jsonb DEFAULT '{{}}'::jsonb,
+    match_offset integer DEFAULT 0
 )
 RETURNS TABLE ({columns})
 LANGUAGE plpgsql

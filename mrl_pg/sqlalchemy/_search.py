@@ -251,6 +251,9 @@ def search_select(
 
     Executing it applies its HNSW settings for that statement only (see the
     module docstring), so ``session.execute(stmt)`` always gets its full pool.
+    Page with ``offset=`` and ``k=``: the statement refuses a later ``.offset()``,
+    ``.limit()``, ``.slice()`` or ``.fetch()`` (its pool is sized for the page asked
+    for). A row whose embedding is NULL is never a result.
     """
     params = search_params(k, oversample, offset, max_scan_tuples, ef_search, tuning)
     target = model_target(model, prefix_dim)
@@ -261,14 +264,15 @@ def search_select(
 
 @overload
 def exact_search_select(
-    model: type[_M], query_vector: Any, *, k: int = ..., where: Where = ...,
+    model: type[_M], query_vector: Any, *, k: int = ..., where: Where = ..., offset: int = ...,
 ) -> Select[_M, float]: ...
 @overload
 def exact_search_select(
-    model: VectorColumn, query_vector: Any, *, k: int = ..., where: Where = ...,
+    model: VectorColumn, query_vector: Any, *, k: int = ..., where: Where = ..., offset: int = ...,
 ) -> Select[Any, float]: ...
 def exact_search_select(
-    model: type[_M] | VectorColumn, query_vector: Any, *, k: int = 10, where: Where = ()
+    model: type[_M] | VectorColumn, query_vector: Any, *, k: int = 10, where: Where = (),
+    offset: int = 0,
 ) -> Select[Any, float]:
     """Full-dimension cosine over every row matching ``where``: ground truth, small tables.
 
@@ -276,7 +280,8 @@ def exact_search_select(
     Carries settings that turn index scans off for this statement, so no index
     scan replaces the full comparison.
     """
-    return exact_select(model_target(model, None), query_vector, k=k, where=where)
+    return exact_select(model_target(model, None), query_vector, k=k, where=where,
+                        offset=offset)
 
 
 @overload
@@ -342,18 +347,19 @@ def search(
 @overload
 def exact_search(
     session: Session, model: type[_M], query_vector: Any, *, k: int = ..., where: Where = ...,
+    offset: int = ...,
 ) -> list[tuple[_M, float]]: ...
 @overload
 def exact_search(
     session: Session, model: VectorColumn, query_vector: Any, *, k: int = ...,
-    where: Where = ...,
+    where: Where = ..., offset: int = ...,
 ) -> list[tuple[Any, float]]: ...
 def exact_search(
     session: Session, model: type[_M] | VectorColumn, query_vector: Any, *, k: int = 10,
-    where: Where = (),
+    where: Where = (), offset: int = 0,
 ) -> list[tuple[Any, float]]:
     """Exact search on the full vectors (index scans off for this statement only)."""
-    statement = exact_search_select(model, query_vector, k=k, where=where)
+    statement = exact_search_select(model, query_vector, k=k, where=where, offset=offset)
     try:
         return rows(session.execute(statement))
     except DBAPIError as exc:
@@ -412,19 +418,19 @@ async def search_async(
 @overload
 async def exact_search_async(
     session: AsyncSession, model: type[_M], query_vector: Any, *, k: int = ...,
-    where: Where = ...,
+    where: Where = ..., offset: int = ...,
 ) -> list[tuple[_M, float]]: ...
 @overload
 async def exact_search_async(
     session: AsyncSession, model: VectorColumn, query_vector: Any, *, k: int = ...,
-    where: Where = ...,
+    where: Where = ..., offset: int = ...,
 ) -> list[tuple[Any, float]]: ...
 async def exact_search_async(
     session: AsyncSession, model: type[_M] | VectorColumn, query_vector: Any, *, k: int = 10,
-    where: Where = (),
+    where: Where = (), offset: int = 0,
 ) -> list[tuple[Any, float]]:
     """Async twin of :func:`exact_search`."""
-    statement = exact_search_select(model, query_vector, k=k, where=where)
+    statement = exact_search_select(model, query_vector, k=k, where=where, offset=offset)
     try:
         return rows(await session.execute(statement))
     except DBAPIError as exc:

@@ -95,6 +95,14 @@ class Target:
         return self.config
 
     @property
+    def embedding_column(self) -> ColumnElement[Any]:
+        """The stored embedding: a row where it is NULL is never a candidate nor a result."""
+        if self.embedding is None:
+            mixin: Any = self.model
+            return cast("ColumnElement[Any]", mixin.embedding)
+        return self.embedding
+
+    @property
     def embedding_name(self) -> str:
         return self.embedding.key if self.embedding is not None else "embedding"
 
@@ -332,6 +340,33 @@ def search_params(
                         ef_search=ef_search, tuning=tuning)
 
 
+class SearchSelect(Select[Any]):
+    """What :func:`mrl_pg.sqlalchemy.search_select` returns: a ``Select`` that composes
+    (joins, more columns, ``where`` on the result), but refuses ``offset``/``limit``,
+    ``slice`` and ``fetch``: its rows are already the page asked for (the best ``k`` after
+    ``offset`` of a pool sized for them), so a later ``.offset(10)`` would silently
+    return nothing. Pass ``k=`` and ``offset=`` to ``search_select`` instead."""
+
+    inherit_cache = True
+
+    def _refuse(self, what: str) -> InvalidSearchError:
+        return InvalidSearchError(
+            f"{what} on search_select(...) cannot page a search whose pool is already "
+            "taken: pass k= and offset= to search_select (offset=10, k=10 is rows 11-20)")
+
+    def offset(self, *args: Any, **kw: Any) -> Any:
+        raise self._refuse(".offset()")
+
+    def limit(self, *args: Any, **kw: Any) -> Any:
+        raise self._refuse(".limit()")
+
+    def slice(self, *args: Any, **kw: Any) -> Any:
+        raise self._refuse(".slice()")
+
+    def fetch(self, *args: Any, **kw: Any) -> Any:
+        raise self._refuse(".fetch()")
+
+
 def adaptive_settings(
     target: Target, params: SearchParams, *, oversample: int | None, ef_search: int | None,
     tuning: SearchTuning | None,
@@ -370,7 +405,8 @@ def adaptive_select(
     query = target.query(query_vector)
     names = [c.name for c in target.key]
     scan = select(*(c.label(n) for c, n in zip(target.key, names, strict=True)),
-                  target.distance(query).label("distance")).where(*where)
+                  target.distance(query).label("distance")).where(
+        target.embedding_column.is_not(None), *where)
     target.check_froms(scan)
     candidates = (
         scan.order_by(target.prefix_order(query))
@@ -393,7 +429,7 @@ def adaptive_select(
     missed = (
         select(*(c.label(n) for c, n in zip(target.key, names, strict=True)),
                exact_distance.label("distance"))
-        .where(*where, short)
+        .where(target.embedding_column.is_not(None), *where, short)
         .order_by(exact_distance + 0, *target.key)
         .limit(k + offset)
         .cte("missed")
@@ -411,17 +447,23 @@ def adaptive_select(
     )
     if offset:
         statement = statement.offset(offset)
-    return _with_settings(statement, settings)
+    paged = SearchSelect.__new__(SearchSelect)
+    paged.__dict__.update(statement.__dict__)
+    return _with_settings(paged, settings)
 
 
-def exact_select(target: Target, query_vector: Any, *, k: int, where: Where) -> Select[Any]:
+def exact_select(target: Target, query_vector: Any, *, k: int, where: Where,
+                 offset: int = 0) -> Select[Any]:
     """See :func:`mrl_pg.sqlalchemy.exact_search_select`."""
     where = conditions(where)
-    SearchParams(k=k, oversample=1)
+    SearchParams(k=k, oversample=1, offset=offset)
     query = target.query(query_vector)
     distance = target.distance(query).label("distance")
     target.check_froms(select(*target.key).where(*where))
-    statement = select(target.model, distance).where(*where).order_by(distance, *target.key)
+    statement = select(target.model, distance).where(
+        target.embedding_column.is_not(None), *where).order_by(distance, *target.key)
+    if offset:
+        statement = statement.offset(offset)
     return _with_settings(statement.limit(k), _EXACT)
 
 

@@ -96,7 +96,9 @@ MAX_SCAN_TUPLES_RULE = ClampedMultiple(factor=2, floor=DEFAULT_MAX_SCAN_TUPLES)
 class SearchParams:
     """Validated search arguments.
 
-    ``pool`` = ``k * oversample`` candidates are re-ranked. ``filter`` is a JSON
+    ``pool`` = ``(offset + k) * oversample`` candidates are re-ranked; the ``k``
+    rows after the best ``offset`` come back (a page: ``offset=10, k=10`` is rows
+    11..20 of the same search for ``k=20``). ``filter`` is a JSON
     object matched by containment (``metadata @> filter``); empty means none.
     ``max_scan_tuples`` bounds how many index tuples an iterative scan visits
     while looking for rows that pass a filter. ``ef_search`` overrides
@@ -110,9 +112,10 @@ class SearchParams:
     max_scan_tuples: int | None = None
     ef_search: int | None = None
     tuning: SearchTuning = DEFAULT_TUNING
+    offset: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("k", "oversample"):
+        for name in ("k", "oversample", "offset"):
             object.__setattr__(self, name, integer_argument(name, getattr(self, name)))
         for name in ("max_scan_tuples", "ef_search"):
             if getattr(self, name) is not None:
@@ -125,10 +128,14 @@ class SearchParams:
             raise InvalidSearchError(f"k must be between 1 and {MAX_MATCH_COUNT}, got {self.k}")
         if self.oversample < 1:
             raise InvalidSearchError(f"oversample must be at least 1, got {self.oversample}")
-        if self.pool > MAX_POOL:
+        if self.offset < 0:
+            raise InvalidSearchError(f"offset must be a non-negative integer, got {self.offset}")
+        if self.k + self.offset > MAX_MATCH_COUNT:
             raise InvalidSearchError(
-                f"k * oversample = {self.pool} candidates is more than {MAX_POOL}"
-            )
+                f"offset + k must be at most {MAX_MATCH_COUNT}, got {self.offset} + {self.k}")
+        if self.pool > MAX_POOL:
+            what = "(offset + k) * oversample" if self.offset else "k * oversample"
+            raise InvalidSearchError(f"{what} = {self.pool} candidates is more than {MAX_POOL}")
         if self.filter is not None and not isinstance(self.filter, Mapping):
             raise InvalidSearchError(
                 f"filter must be a JSON object (a mapping), got {type(self.filter).__name__}"
@@ -141,7 +148,9 @@ class SearchParams:
 
     @property
     def pool(self) -> int:
-        return self.k * self.oversample
+        """Candidates re-ranked: ``(offset + k) * oversample``, so page ``n`` of ``k`` rows
+        is rows ``n*k+1 .. (n+1)*k`` of one search for ``(n+1)*k`` rows."""
+        return (self.offset + self.k) * self.oversample
 
     @property
     def has_filter(self) -> bool:
@@ -201,7 +210,9 @@ def _where(
     config: TableConfig, filter: sql.Composable | None, where: sql.Composable | None,
     indent: str,
 ) -> sql.Composable:
-    conditions: list[sql.Composable] = []
+    # A row without a vector has no distance: never a candidate, never a result.
+    conditions: list[sql.Composable] = [
+        sql.SQL("{} IS NOT NULL").format(column_name(config.embedding_column))]
     if filter is not None:
         if config.metadata_column is None:
             raise InvalidSearchError(
@@ -211,8 +222,6 @@ def _where(
             column_name(config.metadata_column), filter))
     if where is not None:
         conditions.append(where)
-    if not conditions:
-        return sql.SQL("")
     return sql.SQL(indent + "WHERE {}").format(sql.SQL(" AND ").join(conditions))
 
 
@@ -225,16 +234,20 @@ def adaptive_search_sql(
     filter: sql.Composable | None = None,
     where: sql.Composable | None = None,
     stage: FirstStage = PREFIX_HNSW,
+    offset: sql.Composable | None = None,
 ) -> sql.Composed:
-    """The adaptive statement; ``query``/``pool``/``k``/``filter`` are how values are referenced.
+    """The adaptive statement; ``query``/``pool``/``k``/``filter``/``offset`` are how values
+    are referenced.
 
     ``stage`` finds the candidates (:mod:`mrl_pg.statement.stages`); its ORDER BY is
     exactly its indexed expression (by default the prefix column's or the
     prefix expression's ``<=>`` to the query's prefix), so the planner can
     walk its HNSW index. ``filter`` (metadata containment) and ``where`` (a
     predicate on the table's columns, :mod:`mrl_pg.statement.filters`) sit in the
-    candidate scan, so the iterative scan refills the pool with matching rows.
-    Each candidate carries only its key and its full-dimension distance,
+    candidate scan, so the iterative scan refills the pool with matching rows;
+    so does ``embedding IS NOT NULL`` (a row without a vector is never a result).
+    ``offset`` skips the best rows of the pool (the pool must hold ``offset + k``). Each
+    candidate carries only its key and its full-dimension distance,
     computed as the index hands it over: the vector is never copied into the
     materialized pool. The best ``k`` are then joined back to the table for
     their columns (``k`` key lookups). ``MATERIALIZED`` keeps each LIMIT where it is.
@@ -261,12 +274,12 @@ def adaptive_search_sql(
     SELECT {key}, distance
     FROM candidates
     ORDER BY distance, {key}
-    LIMIT {k}
+    LIMIT {k}{offset}
 ), missed AS MATERIALIZED (
     SELECT {key}, {distance} AS distance
     FROM {table}{missed_where}
     ORDER BY ({distance}) + 0, {key}
-    LIMIT {k}
+    LIMIT {k}{offset}
 ), found AS (
     SELECT {key}, distance FROM best WHERE NOT {short}
     UNION ALL
@@ -285,6 +298,7 @@ ORDER BY found.distance, {found_key}"""
         order=stage.order_by(config, query),
         pool=pool,
         k=k,
+        offset=_offset(offset),
         short=short,
         returned=_names(config.returned_columns, "t"),
         join=sql.SQL(" AND ").join(
@@ -294,6 +308,10 @@ ORDER BY found.distance, {found_key}"""
     )
 
 
+def _offset(offset: sql.Composable | None) -> sql.Composable:
+    return sql.SQL("") if offset is None else sql.SQL(" OFFSET {}").format(offset)
+
+
 def exact_search_sql(
     config: TableConfig,
     *,
@@ -301,6 +319,7 @@ def exact_search_sql(
     k: sql.Composable,
     filter: sql.Composable | None = None,
     where: sql.Composable | None = None,
+    offset: sql.Composable | None = None,
 ) -> sql.Composed:
     """Full-dimension cosine over every (filtered) row: ground truth, and fine for small tables.
 
@@ -311,10 +330,10 @@ def exact_search_sql(
         """SELECT /* mrl_pg exact */ {returned}, {distance} AS distance
 FROM {table}{where}
 ORDER BY distance, {key}
-LIMIT {k}"""
+LIMIT {k}{offset}"""
     ).format(returned=_names(config.returned_columns), distance=full_distance(config, query),
              table=config.table, where=_where(config, filter, where, "\n"),
-             key=_names(config.key), k=k)
+             key=_names(config.key), k=k, offset=_offset(offset))
 
 
 def scan_settings(params: SearchParams) -> list[tuple[str, str]]:
@@ -524,14 +543,17 @@ ADAPTIVE_SETTING_NAMES = (POOL_SETTING, "hnsw.ef_search", "hnsw.iterative_scan",
 
 def search_parameters(params: SearchParams) -> dict[str, Any]:
     """Named parameter values for the psycopg front end; the caller adds the query vector."""
-    return {"k": params.k, "filter": params.filter_json}
+    return {"k": params.k, "offset": params.offset, "filter": params.filter_json}
 
 
 def settings_parameters(
     params: SearchParams, *, oversample: int | None, ef_search: int | None,
 ) -> dict[str, Any]:
-    """Parameters of :func:`adaptive_settings_sql`: what the caller fixed, NULL for the rest."""
-    # The checked values (numpy integers become ints), NULL where the caller left them out.
-    return {"k": params.k, "oversample": None if oversample is None else params.oversample,
+    """Parameters of :func:`adaptive_settings_sql`: what the caller fixed, NULL for the rest.
+
+    Its ``k`` sizes the pool, so it is the end of the page: ``offset + k``. The values are
+    the checked ones (numpy integers become ints)."""
+    return {"k": params.offset + params.k,
+            "oversample": None if oversample is None else params.oversample,
             "ef_search": None if ef_search is None else params.ef_search,
             "max_scan_tuples": params.max_scan_tuples}
