@@ -286,10 +286,11 @@ def test_re_adopting_after_add_column_recreates_the_function_and_keeps_its_grant
             "id", "ext", "tenant_id", "title", "price", "brand", "distance"]
         privileges = conn.execute(
             "SELECT has_function_privilege(%s, 'mrl_search_items(vector, integer, integer, "
-            "jsonb)', 'EXECUTE'), has_function_privilege(%s, 'mrl_search_items(vector, "
-            "integer, integer, jsonb)', 'EXECUTE WITH GRANT OPTION'), "
+            "jsonb, integer)', 'EXECUTE'), has_function_privilege(%s, "
+            "'mrl_search_items(vector, integer, integer, jsonb, integer)', "
+            "'EXECUTE WITH GRANT OPTION'), "
             "has_function_privilege('public', 'mrl_search_items(vector, integer, integer, "
-            "jsonb)', 'EXECUTE')", (role, role)).fetchone()
+            "jsonb, integer)', 'EXECUTE')", (role, role)).fetchone()
         assert privileges == (True, True, False)
     finally:
         conn.execute("DROP FUNCTION IF EXISTS mrl_search_items")
@@ -500,13 +501,14 @@ def test_the_function_under_an_older_signature_is_replaced_and_its_grants_carrie
         adopt_table(conn, config)
         signatures = [r[0] for r in conn.execute(
             "SELECT oid::regprocedure::text FROM pg_proc WHERE proname = 'mrl_search_items'")]
-        assert signatures == ["mrl_search_items(vector,integer,integer,jsonb)"]
+        assert signatures == ["mrl_search_items(vector,integer,integer,jsonb,integer)"]
         assert conn.execute("SELECT id FROM mrl_search_items(%s, 1)",
                             (VECTORS[2],)).fetchone() == (2,)
         assert conn.execute(
             "SELECT has_function_privilege(%s, 'mrl_search_items(vector, integer, integer, "
-            "jsonb)', 'EXECUTE'), has_function_privilege('public', 'mrl_search_items(vector, "
-            "integer, integer, jsonb)', 'EXECUTE')", (role,)).fetchone() == (True, False)
+            "jsonb, integer)', 'EXECUTE'), has_function_privilege('public', "
+            "'mrl_search_items(vector, integer, integer, jsonb, integer)', 'EXECUTE')",
+            (role,)).fetchone() == (True, False)
         from mrl_pg.index.adopt import release_table
 
         conn.execute("CREATE FUNCTION mrl_search_items(vector) RETURNS int "
@@ -515,7 +517,8 @@ def test_the_function_under_an_older_signature_is_replaced_and_its_grants_carrie
         assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname = 'mrl_search_items'"
                             ).fetchone() == (0,)
     finally:
-        conn.execute("DROP FUNCTION IF EXISTS mrl_search_items(vector, integer, integer, jsonb)")
+        conn.execute("DROP FUNCTION IF EXISTS mrl_search_items(vector, integer, integer, jsonb, "
+                     "integer)")
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 

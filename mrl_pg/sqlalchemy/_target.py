@@ -390,7 +390,7 @@ def adaptive_settings(
                              names, without_tuning=untuned)
 
 
-GUARD_SETTING = "mrl_pg.index_checked"
+GUARD_SETTING = "mrl_pg_search.index_checked"
 
 
 _POOL: ColumnElement[int] = literal_column(render(POOL_SQL))

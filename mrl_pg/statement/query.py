@@ -362,10 +362,10 @@ EXACT_SETTINGS: list[tuple[str, str]] = [
 ]
 """Transaction-local settings for exact search: no index scan, so every row is compared."""
 
-SAVED_SETTINGS = "mrl_pg.saved_settings"
+SAVED_SETTINGS = "mrl_pg_search.saved_settings"
 """A custom setting that holds, as a JSON array, the values the settings statement replaced."""
 
-POOL_SETTING = "mrl_pg.pool"
+POOL_SETTING = "mrl_pg_search.pool"
 """A custom setting that holds the candidate pool the settings statement chose."""
 
 POOL_SQL = sql.SQL("current_setting({})::integer").format(sql.Literal(POOL_SETTING))
