@@ -103,6 +103,13 @@ def test_a_filter_the_walk_cannot_satisfy_still_returns_every_matching_row(price
     rows = mrl_pg.search(conn, config, query, k=10, where={"price": {"lt": 2}},
                          max_scan_tuples=50)
     assert [r.id for r in rows] == truth
+    # k = 1: the walk finds one cheap row or two, enough for k but not the pool of 8;
+    # a pool that did not fill is replaced too, so the one row is the true nearest.
+    for seed in range(5):
+        q = np.random.default_rng(100 + seed).standard_normal(64).astype(np.float32)
+        [nearest] = mrl_pg.search(conn, config, q, k=1, where={"price": {"lt": 2}},
+                                  max_scan_tuples=50)
+        assert nearest.id == numpy_top(data, q, 1, mask=price < 1.2)[0]
 
     class Base(DeclarativeBase):
         pass

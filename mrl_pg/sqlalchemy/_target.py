@@ -424,7 +424,7 @@ def adaptive_select(
     # A walk that came back short is replaced by the exact answer, in the same
     # statement (see mrl_pg.statement.query.adaptive_search_sql); "+ 0" keeps any index
     # on the full vector out of it.
-    short = select(func.count()).select_from(best).scalar_subquery() < k + offset
+    short = select(func.count()).select_from(candidates).scalar_subquery() < _POOL
     exact_distance = target.distance(query)
     missed = (
         select(*(c.label(n) for c, n in zip(target.key, names, strict=True)),

@@ -252,18 +252,19 @@ def adaptive_search_sql(
     materialized pool. The best ``k`` are then joined back to the table for
     their columns (``k`` key lookups). ``MATERIALIZED`` keeps each LIMIT where it is.
 
-    A walk that comes back with fewer than ``k`` rows (a filter the iterative
-    scan could not satisfy within ``hnsw.max_scan_tuples``, or a table with
-    fewer rows than the pool) is replaced, in the same statement, by the exact
-    answer: ``missed`` compares every matching row, and runs only then (its
-    condition on ``best`` is a one-time filter, checked before its scan
-    starts). Its ORDER BY (``+ 0``) matches no index, so no approximate index
-    can stand in for it. So a search returns ``k`` rows whenever ``k`` rows
-    match, and fewer only when fewer match.
+    A walk that comes back with fewer candidates than the pool (a filter the
+    iterative scan could not satisfy within ``hnsw.max_scan_tuples``, a scan out
+    of memory, or a table with fewer matching rows than the pool) is replaced, in
+    the same statement, by the exact answer: ``missed`` compares every matching
+    row, and runs only then (its condition on ``candidates`` is a one-time
+    filter, checked before its scan starts). Its ORDER BY (``+ 0``) matches no
+    index, so no approximate index can stand in for it. So a search returns
+    ``k`` rows whenever ``k`` rows match, fewer only when fewer match, and never
+    re-ranks a pool smaller than it asked for.
     """
     key = config.key
     where_sql = _where(config, filter, where, "\n    ")
-    short = sql.SQL("(SELECT count(*) FROM best) < {}").format(k)
+    short = sql.SQL("(SELECT count(*) FROM candidates) < {}").format(pool)
     return sql.SQL(
         """WITH candidates AS MATERIALIZED (
     SELECT {key}, {distance} AS distance
