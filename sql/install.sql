@@ -102,7 +102,6 @@ SET hnsw.max_scan_tuples = 20000
 SET hnsw.scan_mem_multiplier = 1
 SET "plan_cache_mode" = ''force_custom_plan''
 SET "enable_seqscan" = ''off''
-SET "enable_bitmapscan" = ''off''
 AS $mrl_search$
 DECLARE
     pool integer;
@@ -186,11 +185,11 @@ BEGIN
 ), missed AS MATERIALIZED (
     SELECT id, "embedding" <=> $1::vector AS distance
     FROM "mrl_pg_install_schema"."mrl_documents"
-    WHERE embedding IS NOT NULL AND (SELECT count(*) FROM best) < $3
+    WHERE embedding IS NOT NULL AND (SELECT count(*) FROM candidates) < $2
     ORDER BY ("embedding" <=> $1::vector) + 0, id
     LIMIT $3 OFFSET $5
 ), found AS (
-    SELECT id, distance FROM best WHERE NOT (SELECT count(*) FROM best) < $3
+    SELECT id, distance FROM best WHERE NOT (SELECT count(*) FROM candidates) < $2
     UNION ALL
     SELECT id, distance FROM missed
 )
@@ -213,11 +212,11 @@ ORDER BY found.distance, found.id'' USING query_embedding, pool, match_count, NU
 ), missed AS MATERIALIZED (
     SELECT id, "embedding" <=> $1::vector AS distance
     FROM "mrl_pg_install_schema"."mrl_documents"
-    WHERE embedding IS NOT NULL AND metadata @> $4::jsonb AND (SELECT count(*) FROM best) < $3
+    WHERE embedding IS NOT NULL AND metadata @> $4::jsonb AND (SELECT count(*) FROM candidates) < $2
     ORDER BY ("embedding" <=> $1::vector) + 0, id
     LIMIT $3 OFFSET $5
 ), found AS (
-    SELECT id, distance FROM best WHERE NOT (SELECT count(*) FROM best) < $3
+    SELECT id, distance FROM best WHERE NOT (SELECT count(*) FROM candidates) < $2
     UNION ALL
     SELECT id, distance FROM missed
 )

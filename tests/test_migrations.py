@@ -45,6 +45,8 @@ RELEASED = {
     "0004_search_tuning.py": "70267a3deabb73c6e241b0cf773116c7a210d6f25632e319dcfde508261cd105",
     "0005_prefix_index_ef_construction.py":
         "73ecf3be6195fd96fbe205679e00626b7cfdcc6898204939b97bf55a86603ec2",
+    "0006_search_function_offset_and_one_round_trip.py":
+        "1f8ecaf5b6bfb9da97e9d6a7052ab7d98922f4a888567a9f9d87cdf136758b86",
 }
 
 
