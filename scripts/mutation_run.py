@@ -247,8 +247,9 @@ BASELINE_MUTATIONS: tuple[Mutation, ...] = (
         "sync search not in its own transaction: on a non-autocommit connection the settings "
         "outlive the search",
         "mrl_pg/statement/round_trip.py",
-        'return Wrapping(before=(sql.SQL("BEGIN"),), after=(sql.SQL("COMMIT"),),',
-        'return Wrapping(before=(), after=(),', CLIENT_TESTS,
+        'return Wrapping(before=(start,), after=(sql.SQL("COMMIT"),), undo=(sql.SQL("ROLLBACK"),),',
+        'return Wrapping(before=(start,), after=(), undo=(sql.SQL("ROLLBACK"),),',
+        CLIENT_TESTS + (ROUND_TRIPS,),
     ),
     Mutation(
         "client-exact-ignores-filter",
@@ -538,7 +539,7 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
         "orm-settings-not-restored-in-transaction",
         "an ORM search in the session's transaction leaves its settings behind "
         "(it commits a session's transaction it did not open, settings kept for the rest)",
-        SS, "keep_transaction=True)", "keep_transaction=False)", ORM_TESTS,
+        SS, "keep_transaction=True)", "keep_transaction=False)", ORM_TESTS + (ROUND_TRIPS,),
         within="def _run_sync(", group=ADDED,
     ),
     Mutation(

@@ -180,3 +180,49 @@ def test_what_the_caller_leaves_unset_comes_from_the_tables_tuning(
     values = settings_row(out[0])
     assert (int(values[1]), int(values[2])) == (pool, ef)
     assert ("mrl_pg_tuning" in out[0]) == (oversample is None or ef_search is None)
+
+
+@pytest.mark.parametrize(("oversample", "ef_search", "pool", "ef"), [
+    (5, None, 50, TUNED.ef_search_for(50)),
+    (None, 77, 30, 77),
+])
+def test_what_an_orm_caller_leaves_unset_comes_from_the_tables_tuning(
+        tuned, schema_dsn, oversample, ef_search, pool, ef):
+    engine = create_engine(schema_dsn)
+    model = _model(tuned)
+    try:
+        with Session(engine) as session:
+            driver = session.connection().connection.driver_connection
+            with traced(driver.pgconn) as out:
+                rows = mrl_pg.sqlalchemy.search(session, model, QUERY, k=10,
+                                                oversample=oversample, ef_search=ef_search)
+            assert len(rows) == 10 and turns(out[0]) == 1
+            values = settings_row(out[0])
+            assert (int(values[1]), int(values[2])) == (pool, ef)
+    finally:
+        engine.dispose()
+
+
+def test_an_orm_search_stays_inside_the_sessions_transaction(tuned, schema_dsn):
+    """The first statement of a session's transaction may be the search: it opens that
+    transaction for the session (psycopg's own BEGIN, with its isolation level) and leaves
+    it open, so what the session wrote before or after is the session's to commit or not."""
+    from sqlalchemy import text
+
+    engine = create_engine(schema_dsn, execution_options={"isolation_level": "REPEATABLE READ"})
+    model = _model(tuned)
+    try:
+        with Session(engine) as session:
+            assert len(mrl_pg.sqlalchemy.search(session, model, QUERY, k=10)) == 10
+            driver = session.connection().connection.driver_connection
+            assert driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+            level = session.execute(text("SHOW transaction_isolation")).scalar_one()
+            session.execute(text("DELETE FROM docs WHERE external_id = 'd1'"))
+            assert len(mrl_pg.sqlalchemy.search(session, model, QUERY, k=10)) == 10
+            ef = session.execute(text("SHOW hnsw.ef_search")).scalar_one()
+            session.rollback()
+            remaining = session.execute(
+                text("SELECT count(*) FROM docs WHERE external_id = 'd1'")).scalar_one()
+        assert level == "repeatable read" and ef == "40" and remaining == 1
+    finally:
+        engine.dispose()

@@ -1,12 +1,13 @@
 """How one search is wrapped in a transaction so that it costs one round trip.
 
 A search sends, in one pipeline with a single Sync: the transaction's start
-(BEGIN, or a SAVEPOINT inside the caller's transaction), the settings
-statement (which reads the table's tuning and saves the values it replaces in
-the database), the search statement, then the end (COMMIT, or putting the
-saved values back and RELEASE SAVEPOINT). Nothing comes back to the client
-between them, so nothing waits for the network in between. Only a failure
-costs a second trip, to roll back. The psycopg and ORM front ends drive the
+(a SAVEPOINT inside the caller's transaction, BEGIN on a connection that is
+not in autocommit; in autocommit the pipeline is itself one implicit
+transaction), the settings statement (which reads the table's tuning and
+saves the values it replaces in the database), the search statement, then the
+end (COMMIT, or putting the saved values back and RELEASE SAVEPOINT). Nothing
+comes back to the client between them, so nothing waits for the network in
+between. Only a failure costs a second trip, to roll back. The psycopg and ORM front ends drive the
 same :class:`Wrapping`.
 """
 
@@ -111,7 +112,8 @@ def wrapping(
     Inside the caller's transaction: a savepoint, so a failed search leaves
     that transaction usable, and the old settings put back before it is
     released (``set_config(..., true)`` survives ``RELEASE SAVEPOINT``). Outside
-    one: a transaction of the search's own, whose COMMIT ends the settings. A
+    one: a transaction of the search's own, which ends the settings (in autocommit
+    the pipeline's implicit transaction, up to its Sync; else BEGIN ... COMMIT). A
     connection that is not in autocommit would open that transaction itself,
     with a Sync of its own (one more round trip): ``begin``, its own BEGIN
     command, is sent in the pipeline instead (:func:`driver_begin`).
@@ -127,8 +129,9 @@ def wrapping(
     if status != TransactionStatus.IDLE:
         return inside
     if autocommit:
-        return Wrapping(before=(sql.SQL("BEGIN"),), after=(sql.SQL("COMMIT"),),
-                        undo=(sql.SQL("ROLLBACK"),))
+        # What a pipeline sends up to its Sync runs as one implicit transaction: the
+        # settings hold for the statement and end with it, and a failure rolls it all back.
+        return Wrapping(before=(), after=(), undo=())
     start = sql.SQL(begin.decode() if begin else "BEGIN")
     if keep_transaction:
         return Wrapping(before=(start, *inside.before), after=inside.after, undo=inside.undo,
