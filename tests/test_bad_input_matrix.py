@@ -239,8 +239,17 @@ def _cli_cases(tmp_path: Path) -> list[tuple[str, list[str], str]]:
     ]
 
 
-HOSTILE_NAMES = ['docs"', "docs; DROP TABLE docs", "docs --", "do\x00cs", "d\u043ecs", "Docs",
-                 "select"]
+HOSTILE_NAMES = ['docs"', "docs; DROP TABLE docs", "docs --", "do\x00cs", "d\u043ecs"]
+# Mixed case and keywords are names users have (Prisma, EF): quoted, never refused.
+USERS_NAMES = ["Docs", "select"]
+
+
+@pytest.mark.parametrize("name", USERS_NAMES)
+def test_a_mixed_case_or_keyword_table_name_is_a_name_and_is_quoted(name):
+    from mrl_pg.schema.tables import render
+
+    config = TableConfig(name, full_dim=DIM, prefix_dim=PREFIX)
+    assert f'"{name}"' in render(config.table)
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
