@@ -240,16 +240,23 @@ def _cli_cases(tmp_path: Path) -> list[tuple[str, list[str], str]]:
 
 
 HOSTILE_NAMES = ['docs"', "docs; DROP TABLE docs", "docs --", "do\x00cs", "d\u043ecs"]
-# Mixed case and keywords are names users have (Prisma, EF): quoted, never refused.
+# Mixed case and keywords are names users' tables have (Prisma, EF): the CLI looks such a
+# table up (quoted) and says it does not exist; mrl_pg's own tables keep lower-case names.
 USERS_NAMES = ["Docs", "select"]
 
 
 @pytest.mark.parametrize("name", USERS_NAMES)
-def test_a_mixed_case_or_keyword_table_name_is_a_name_and_is_quoted(name):
-    from mrl_pg.schema.tables import render
-
-    config = TableConfig(name, full_dim=DIM, prefix_dim=PREFIX)
-    assert f'"{name}"' in render(config.table)
+def test_a_mixed_case_or_keyword_table_name_is_looked_up_quoted(conn, table, schema_dsn, name,
+                                                               tmp_path):
+    before = _checksum(conn, table)
+    np.save(tmp_path / "q.npy", np.ones(DIM, dtype=np.float32))
+    result = CliRunner().invoke(cli, ["search", "--vector", str(tmp_path / "q.npy"), "--dsn",
+                                      schema_dsn, "--table", name])
+    assert result.exit_code == 1 and f"table {name} does not exist" in result.output
+    _one_line(result.output)
+    with pytest.raises(MrlPgError, match="invalid table name"):
+        TableConfig(name, full_dim=DIM, prefix_dim=PREFIX)
+    assert _checksum(conn, table) == before
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
