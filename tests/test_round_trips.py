@@ -36,9 +36,16 @@ TUNED = SearchTuning(oversample=3, ef_search=150, k=10)
 
 
 def turns(trace: str) -> int:
-    """Client-to-server turns: how often the client sent and then waited for the server."""
-    sides = [line.split("\t", 1)[0] for line in trace.splitlines() if line[:2] in ("F\t", "B\t")]
-    return sum(1 for a, b in zip(sides, sides[1:], strict=False) if a == "F" and b == "B")
+    """Client-to-server turns: how often the client asked the server to answer and waited.
+
+    In a pipeline the client asks with a Sync (or a Flush); a Flush sent right after a
+    Sync belongs to it. Replies may be read while the client is still sending (psycopg
+    reads as it writes), so interleaved frontend and backend lines are not turns.
+    """
+    sent = [line.split("\t")[2].strip() for line in trace.splitlines()
+            if line.startswith("F\t") and len(line.split("\t")) > 2]
+    return sum(1 for i, message in enumerate(sent)
+               if message == "Sync" or (message == "Flush" and (i == 0 or sent[i - 1] != "Sync")))
 
 
 _SETTINGS_ROW = re.compile(r"^B\t\d+\tDataRow\t 9 (.*)$", re.M)
@@ -159,8 +166,11 @@ async def test_an_async_orm_search_is_one_round_trip_with_its_tuning(tuned, sche
 
 
 def test_turns_counts_each_wait_for_the_server():
-    assert turns("F\t4\tSync\nB\t5\tReadyForQuery\t I\n") == 1
-    assert turns("F\t4\tSync\nB\t5\tX\nF\t4\tSync\nF\t4\tFlush\nB\t5\tY\nB\t5\tZ\n") == 2
+    assert turns("F\t4\tSync\nF\t4\tFlush\nB\t5\tReadyForQuery\t I\n") == 1
+    assert turns("F\t4\tSync\nB\t5\tX\nF\t9\tExecute\nF\t4\tFlush\nB\t5\tY\n"
+                 "F\t4\tSync\nB\t5\tZ\n") == 3
+    # A reply read while the client still sends is not a turn.
+    assert turns("F\t9\tExecute\nB\t4\tParseComplete\nF\t9\tExecute\nF\t4\tSync\n") == 1
     assert turns("") == 0
 
 
