@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,13 @@ import click
 
 from mrl_pg.bench.load import bench_index, bench_load
 from mrl_pg.bench.search import (
+    GENERATORS,
     BenchData,
     RowsSweepReport,
     SearchBenchOptions,
     SearchBenchReport,
     file_data,
+    kept_table_name,
     run_rows_sweep,
     run_search_bench,
     search_markdown,
@@ -111,6 +114,14 @@ def _write(out: Path, report: SearchBenchReport | RowsSweepReport, markdown: str
                    "above 2000 the single-pass index is on halfvec).")
 @click.option("--prefix-dim", type=int, default=512, show_default=True,
               help="Prefix dimension of the MRL table's HNSW index.")
+@click.option("--generator", type=click.Choice(GENERATORS), default="mrl", show_default=True,
+              help="Synthetic data: mrl (the project's generator: 200 Gaussian clusters) or "
+                   "powerlaw (64 Zipf-sized clusters, power-law spectrum, heavy tails).")
+@click.option("--reuse", is_flag=True,
+              help="Keep the loaded table and both indexes (one table per generator, size and "
+                   "seed, or per file), and reuse them on later runs when the rows and index "
+                   "builds match: no load, no build. Point --dsn (or MRL_PG_HOME) at a "
+                   "persistent data directory.")
 @click.option("--vectors", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Real embeddings to load instead: an (n, dim) .npy file.")
 @click.option("--queries-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -119,13 +130,15 @@ def _write(out: Path, report: SearchBenchReport | RowsSweepReport, markdown: str
               help="Interleaved rounds; every method runs once per round, QPS is the median.")
 @click.option("--clients", default="1,2", show_default=True,
               help="Client counts to measure QPS with (one connection and thread each).")
-@click.option("--ef-search", default="40,60,80,120,200,400,800", show_default=True,
+@click.option("--ef-search", default="40,60,80,100,120,160,200,300,400,600,800",
+              show_default=True,
               help="hnsw.ef_search values for single-pass HNSW on the full embedding.")
-@click.option("--prefix-ef-search", default="40,80,160,400", show_default=True,
-              help="hnsw.ef_search values for prefix-only HNSW.")
-@click.option("--oversample", default="2,3,4,8", show_default=True,
+@click.option("--prefix-ef-search", default="40,60,80,120,160,200", show_default=True,
+              help="hnsw.ef_search values for prefix-only HNSW (LIMIT k; it also runs at "
+                   "every pool and ef_search of the adaptive grid).")
+@click.option("--oversample", default="1,2,3,4,6,8", show_default=True,
               help="Oversample values for the adaptive grid.")
-@click.option("--adaptive-ef-search", default="40,80,160", show_default=True,
+@click.option("--adaptive-ef-search", default="40,60,80,120,160,200", show_default=True,
               help="ef_search values for the adaptive grid (besides mrl_pg's own rule).")
 @click.option("--buffer-sample", type=int, default=20, show_default=True,
               help="Queries run under EXPLAIN (ANALYZE, BUFFERS) per method.")
@@ -139,10 +152,10 @@ def _write(out: Path, report: SearchBenchReport | RowsSweepReport, markdown: str
                    "as a user runs it.")
 @click.option("--target-recall", type=float, default=0.99, show_default=True,
               help="Target recall for the tune step.")
-@click.option("--full-ef-construction", type=int, default=PGVECTOR_DEFAULT_EF_CONSTRUCTION,
-              show_default=True,
+@click.option("--full-ef-construction", type=int, default=None,
               help="ef_construction of the single-pass index on the full embedding "
-                   "(pgvector's default; the prefix index has mrl_pg's).")
+                   "(default: the prefix index's, so both graphs get the same build effort; "
+                   f"{PGVECTOR_DEFAULT_EF_CONSTRUCTION} is pgvector's default).")
 @click.option("--binary-stage", is_flag=True,
               help="Also build a binary-quantized prefix index and measure adaptive search "
                    "through it (judge it on real embeddings only).")
@@ -150,7 +163,8 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
           vectors: Path | None, queries_file: Path | None, rounds: int, clients: str,
           ef_search: str, prefix_ef_search: str, oversample: str, adaptive_ef_search: str,
           buffer_sample: int, out: Path | None, seed: int, keep_table: bool, run_tune: bool,
-          target_recall: float, full_ef_construction: int, binary_stage: bool) -> None:
+          target_recall: float, full_ef_construction: int | None, binary_stage: bool,
+          generator: str, reuse: bool) -> None:
     """Compare exact, single-pass HNSW, the Supabase recipe, prefix-only and adaptive search
     side by side on the same data and server, in interleaved rounds.
 
@@ -171,7 +185,7 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
         adaptive_ef_search=_counts(adaptive_ef_search, "--adaptive-ef-search"),
         buffer_sample=buffer_sample, keep_table=keep_table, tune=run_tune,
         target_recall=target_recall, full_ef_construction=full_ef_construction,
-        binary_stage=binary_stage,
+        binary_stage=binary_stage, reuse=reuse,
     )
     ui = _Progress()
     ui.step("migrating the database to head")
@@ -182,8 +196,13 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
         ui.step(f"reading {vectors} and {queries_file}")
         data = file_data(vectors, queries_file, rows=largest, query_count=query_count)
     else:
-        ui.step(f"generating {largest or 100_000:,} x {full_dim} Matryoshka-like vectors")
-        data = synthetic_data(largest or 100_000, full_dim, query_count, seed=seed)
+        ui.step(f"generating {largest or 100_000:,} x {full_dim} Matryoshka-like vectors "
+                f"({generator} generator)")
+        data = synthetic_data(largest or 100_000, full_dim, query_count, seed=seed,
+                              generator=generator)
+    if reuse:
+        options = replace(options, table=kept_table_name(
+            data, None if vectors is not None else generator))
     command = _command_line(ctx)
     report: SearchBenchReport | RowsSweepReport
     if sizes and len(sizes) > 1:
