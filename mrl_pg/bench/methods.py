@@ -404,8 +404,10 @@ def explain_method(
     conn: psycopg.Connection[Any], table: BenchTable, method: Method, query: Any, k: int,
     *, analyze: bool = False,
 ) -> Any:
-    """The method's ``EXPLAIN (FORMAT JSON)`` plan under its own settings (parsed)."""
+    """The method's ``EXPLAIN (FORMAT JSON)`` plan under its own settings (parsed), on a
+    connection with the method's session settings (:func:`prepare_connection`)."""
     config = table.config
+    prepare_connection(conn, method)
     if method.family == ADAPTIVE and method.tuned:
         return explain(conn, config, query, k=k, analyze=analyze, as_json=True)
     if method.family == ADAPTIVE and method.stage != PREFIX_HNSW:

@@ -122,6 +122,18 @@ def _write(out: Path, report: SearchBenchReport | RowsSweepReport, markdown: str
                    "seed, or per file), and reuse them on later runs when the rows and index "
                    "builds match: no load, no build. Point --dsn (or MRL_PG_HOME) at a "
                    "persistent data directory.")
+@click.option("--memory-bound", "memory_bound", type=click.Path(file_okay=False, path_type=Path),
+              default=None, metavar="SERVER_HOME",
+              help="Memory-bound mode: restart the embedded server whose data is under "
+                   "SERVER_HOME (dedicated to benchmarks) with debug_io_direct = data and "
+                   "shared_buffers at each --cache-fractions of the full index; warm-up, then "
+                   "interleaved rounds of adaptive and single-pass search; then cold queries. "
+                   "Its settings are put back at the end. Implies --reuse; --dsn is ignored.")
+@click.option("--cache-fractions", default="1/8,1/4,1/2", show_default=True,
+              help="Memory-bound shared_buffers sizes, as fractions of the full index (sizes "
+                   "that cannot hold the prefix index are skipped).")
+@click.option("--cold-queries", type=int, default=20, show_default=True,
+              help="Memory-bound: queries per setting run cold (0: none).")
 @click.option("--vectors", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Real embeddings to load instead: an (n, dim) .npy file.")
 @click.option("--queries-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -164,7 +176,8 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
           ef_search: str, prefix_ef_search: str, oversample: str, adaptive_ef_search: str,
           buffer_sample: int, out: Path | None, seed: int, keep_table: bool, run_tune: bool,
           target_recall: float, full_ef_construction: int | None, binary_stage: bool,
-          generator: str, reuse: bool) -> None:
+          generator: str, reuse: bool, memory_bound: Path | None, cache_fractions: str,
+          cold_queries: int) -> None:
     """Compare exact, single-pass HNSW, the Supabase recipe, prefix-only and adaptive search
     side by side on the same data and server, in interleaved rounds.
 
@@ -175,6 +188,7 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
     """
     ctx = click.get_current_context()
     sizes = _counts(rows, "--rows") if rows else None
+    fractions = _fractions(cache_fractions)
     if (vectors is None) != (queries_file is None):
         raise click.UsageError("--vectors and --queries-file go together")
     options = SearchBenchOptions(
@@ -189,6 +203,10 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
     )
     ui = _Progress()
     ui.step("migrating the database to head")
+    if memory_bound is not None:
+        from mrl_pg.server import EmbeddedServer
+
+        dsn = EmbeddedServer(memory_bound).start()
     upgrade(dsn)
     largest = max(sizes) if sizes else None
     data: BenchData
@@ -200,10 +218,14 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
                 f"({generator} generator)")
         data = synthetic_data(largest or 100_000, full_dim, query_count, seed=seed,
                               generator=generator)
-    if reuse:
-        options = replace(options, table=kept_table_name(
+    if reuse or memory_bound is not None:
+        options = replace(options, reuse=True, table=kept_table_name(
             data, None if vectors is not None else generator))
     command = _command_line(ctx)
+    if memory_bound is not None:
+        _memory_bound(memory_bound, data, options, fractions, cold_queries, rounds,
+                      command, ui, out)
+        return
     report: SearchBenchReport | RowsSweepReport
     if sizes and len(sizes) > 1:
         report = run_rows_sweep(dsn, data, sizes, options, command=command,
@@ -217,6 +239,38 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
     click.echo(markdown, nl=False)
     if out is not None:
         _write(out, report, markdown)
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            top, _, bottom = part.partition("/")
+            values.append(float(top) / float(bottom) if bottom else float(top))
+        except (ValueError, ZeroDivisionError):
+            raise click.BadParameter(f"expected fractions like 1/4, got {part!r}",
+                                     param_hint="--cache-fractions") from None
+    return tuple(values)
+
+
+def _memory_bound(home: Path, data: BenchData, options: SearchBenchOptions,
+                  fractions: tuple[float, ...],
+                  cold_queries: int, rounds: int, command: str, ui: _Progress,
+                  out: Path | None) -> None:
+    from mrl_pg.bench.memory import MemoryBoundOptions, memory_markdown, run_memory_bound
+
+    memory = MemoryBoundOptions(cache_fractions=fractions, rounds=rounds,
+                                cold_queries=cold_queries)
+    report = run_memory_bound(home, data, options, memory, command=command, on_step=ui.step,
+                              on_progress=ui.progress)
+    ui.step("done")
+    markdown = memory_markdown(report)
+    click.echo(markdown, nl=False)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(to_json(report) + "\n")  # type: ignore[arg-type]
+        (out / "bench.md").write_text(markdown)
 
 
 @click.command("bench-load")
