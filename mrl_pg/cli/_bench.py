@@ -134,6 +134,14 @@ def _write(out: Path, report: SearchBenchReport | RowsSweepReport, markdown: str
                    "that cannot hold the prefix index are skipped).")
 @click.option("--cold-queries", type=int, default=20, show_default=True,
               help="Memory-bound: queries per setting run cold (0: none).")
+@click.option("--pgbench", "pgbench_seconds", type=int, default=None, metavar="SECONDS",
+              help="pgbench mode: the table's SQL function (as tuned) and single-pass SELECTs "
+                   "under pgbench -c N -T SECONDS, queries picked at random from a table of "
+                   "the held-out queries; implies --reuse.")
+@click.option("--pgbench-clients", default="1,2", show_default=True,
+              help="pgbench mode: client counts.")
+@click.option("--pgbench-ef-search", default="40,60,80,120,200", show_default=True,
+              help="pgbench mode: hnsw.ef_search values of the single-pass scripts.")
 @click.option("--vectors", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Real embeddings to load instead: an (n, dim) .npy file.")
 @click.option("--queries-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -177,7 +185,8 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
           buffer_sample: int, out: Path | None, seed: int, keep_table: bool, run_tune: bool,
           target_recall: float, full_ef_construction: int | None, binary_stage: bool,
           generator: str, reuse: bool, memory_bound: Path | None, cache_fractions: str,
-          cold_queries: int) -> None:
+          cold_queries: int, pgbench_seconds: int | None, pgbench_clients: str,
+          pgbench_ef_search: str) -> None:
     """Compare exact, single-pass HNSW, the Supabase recipe, prefix-only and adaptive search
     side by side on the same data and server, in interleaved rounds.
 
@@ -218,13 +227,26 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
                 f"({generator} generator)")
         data = synthetic_data(largest or 100_000, full_dim, query_count, seed=seed,
                               generator=generator)
-    if reuse or memory_bound is not None:
+    if reuse or memory_bound is not None or pgbench_seconds is not None:
         options = replace(options, reuse=True, table=kept_table_name(
             data, None if vectors is not None else generator))
     command = _command_line(ctx)
     if memory_bound is not None:
         _memory_bound(memory_bound, data, options, fractions, cold_queries, rounds,
                       command, ui, out)
+        return
+    if pgbench_seconds is not None:
+        from mrl_pg.bench.pgbench import run_pgbench_bench
+
+        markdown = run_pgbench_bench(
+            dsn, data, options, ef_search=_counts(pgbench_ef_search, "--pgbench-ef-search"),
+            clients=_counts(pgbench_clients, "--pgbench-clients"), seconds=pgbench_seconds,
+            command=command, on_step=ui.step)
+        ui.step("done")
+        click.echo(markdown, nl=False)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "pgbench.md").write_text(markdown)
         return
     report: SearchBenchReport | RowsSweepReport
     if sizes and len(sizes) > 1:
