@@ -30,6 +30,7 @@ from psycopg import sql
 
 from mrl_pg.bench.methods import (
     ADAPTIVE,
+    EXACT,
     MAX_VECTOR_INDEX_DIM,
     PREFIX_ONLY,
     SINGLE_PASS,
@@ -123,6 +124,8 @@ class SearchBenchOptions:
     full_ef_construction: int | None = None
     """ef_construction of the single-pass index; None: the prefix index's
     (``TableConfig.hnsw_ef_construction``), so both graphs get the same build effort."""
+    exact: bool = True
+    """Measure exact search too (a sequential scan: the slowest method by far)."""
     reuse: bool = False
     """Keep the table and its indexes after the run, and use them as they are when a later
     run finds the same rows (checked) and the same index builds there: no load, no build."""
@@ -444,6 +447,8 @@ def _methods(table: BenchTable, options: SearchBenchOptions) -> list[Method]:
                               prefix_ef_search=options.prefix_ef_search,
                               oversample=options.oversample,
                               adaptive_ef_search=options.adaptive_ef_search, k=options.k)
+    if not options.exact:
+        methods = [m for m in methods if m.family != EXACT]
     if options.binary_stage:
         methods += stage_methods(table, BinaryPrefixHnsw(), oversample=options.oversample,
                                  ef_search=options.adaptive_ef_search)

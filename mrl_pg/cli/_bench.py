@@ -49,6 +49,9 @@ def _command_line(ctx: click.Context) -> str:
     parts = ["mrl-pg", ctx.info_name or "bench"]
     for param in ctx.command.params:
         value = ctx.params.get(param.name or "")
+        if isinstance(param, click.Option) and value is False and param.secondary_opts:
+            parts.append(param.secondary_opts[0])  # --no-exact, --no-tune
+            continue
         if not isinstance(param, click.Option) or param.name == "dsn" or value in (None, False):
             continue
         parts.append(param.opts[0] if value is True else f"{param.opts[0]} {value}")
@@ -117,6 +120,8 @@ def _write(out: Path, report: SearchBenchReport | RowsSweepReport, markdown: str
 @click.option("--generator", type=click.Choice(GENERATORS), default="mrl", show_default=True,
               help="Synthetic data: mrl (the project's generator: 200 Gaussian clusters) or "
                    "powerlaw (64 Zipf-sized clusters, power-law spectrum, heavy tails).")
+@click.option("--exact/--no-exact", default=True, show_default=True,
+              help="Measure exact search (a sequential scan of every row) too.")
 @click.option("--reuse", is_flag=True,
               help="Keep the loaded table and both indexes (one table per generator, size and "
                    "seed, or per file), and reuse them on later runs when the rows and index "
@@ -184,7 +189,7 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
           ef_search: str, prefix_ef_search: str, oversample: str, adaptive_ef_search: str,
           buffer_sample: int, out: Path | None, seed: int, keep_table: bool, run_tune: bool,
           target_recall: float, full_ef_construction: int | None, binary_stage: bool,
-          generator: str, reuse: bool, memory_bound: Path | None, cache_fractions: str,
+          generator: str, exact: bool, reuse: bool, memory_bound: Path | None, cache_fractions: str,
           cold_queries: int, pgbench_seconds: int | None, pgbench_clients: str,
           pgbench_ef_search: str) -> None:
     """Compare exact, single-pass HNSW, the Supabase recipe, prefix-only and adaptive search
@@ -208,7 +213,7 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
         adaptive_ef_search=_counts(adaptive_ef_search, "--adaptive-ef-search"),
         buffer_sample=buffer_sample, keep_table=keep_table, tune=run_tune,
         target_recall=target_recall, full_ef_construction=full_ef_construction,
-        binary_stage=binary_stage, reuse=reuse,
+        binary_stage=binary_stage, reuse=reuse, exact=exact,
     )
     ui = _Progress()
     ui.step("migrating the database to head")
