@@ -186,3 +186,31 @@ def test_powerlaw_rows_differ_from_the_project_generator_and_are_reproducible():
     assert CLUSTERS == 64
     with pytest.raises(InvalidConfigError, match="generator"):
         synthetic_data(10, 8, 2, generator="uniform")
+
+
+def test_reuse_skips_load_and_build_only_for_the_same_rows_and_builds(conn, schema_dsn):
+    from mrl_pg.bench.search import _load
+
+    data = synthetic_data(400, 32, 2, seed=8)
+    options = SearchBenchOptions(prefix_dim=16, table="kept_rows", reuse=True)
+    steps: list[str] = []
+
+    def load(d: Any, o: SearchBenchOptions) -> Any:
+        return _load(conn, schema_dsn, d, o, full_index=True, on_step=steps.append,
+                     on_progress=lambda *_: None)
+
+    first = load(data, options)
+    assert not any("reusing" in s for s in steps)
+    steps.clear()
+    again = load(data, options)
+    assert any("reusing kept_rows" in s for s in steps)
+    assert again.indexes.keys() == first.indexes.keys()
+    steps.clear()
+    load(synthetic_data(400, 32, 2, seed=9), options)  # other rows: loaded afresh
+    assert not any("reusing" in s for s in steps)
+    steps.clear()
+    from dataclasses import replace
+    load(synthetic_data(400, 32, 2, seed=9), replace(options, full_ef_construction=64))
+    assert not any("reusing" in s for s in steps)  # another build of the full index
+    assert "ef_construction='64'" in conn.execute(
+        "SELECT pg_get_indexdef(%s::regclass)", ("kept_rows_embedding_full_hnsw",)).fetchone()[0]
