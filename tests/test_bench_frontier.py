@@ -22,7 +22,13 @@ from mrl_pg.bench.methods import (
     session_settings,
 )
 from mrl_pg.bench.powerlaw import CLUSTERS, make_powerlaw_queries, make_powerlaw_rows
-from mrl_pg.bench.report import MethodResult, checks, fastest_reaching, frontier
+from mrl_pg.bench.report import (
+    MethodResult,
+    checks,
+    confirm_candidates,
+    fastest_reaching,
+    frontier,
+)
 from mrl_pg.bench.search import SearchBenchOptions, synthetic_data
 from mrl_pg.bench.synthetic import make_corpus
 from mrl_pg.errors import InvalidConfigError
@@ -85,6 +91,12 @@ def test_checks_mark_each_target_met_or_missed():
     # a2x40: 1.2x QPS (short of 1.3), 0.43x buffers, 0.06x its walk.
     assert [c.met for c in found[3:]] == [False, True, False]
     assert found[3].measured.startswith("1.20x") and found[4].measured.startswith("0.43x")
+
+
+def test_the_confirm_run_times_the_frontier_candidates_and_their_walks_again():
+    assert confirm_candidates(METHODS, k=K) == [
+        "sp40", "sp80", "sp200", "a2x40", "a4x80", "a1x40", "tuned", "p40", "p40 pool20",
+        "p80 pool40"]  # not "binary": another first stage, never on the frontier
 
 
 def test_a_setting_short_of_the_recall_misses_however_fast_it_is():

@@ -51,11 +51,12 @@ from mrl_pg.bench.report import (
     SearchBenchReport,
     SweepPoint,
     TuneSummary,
+    confirm_candidates,
     search_markdown,
     sweep_markdown,
     to_json,
 )
-from mrl_pg.bench.run import Progress, TrueNeighbours, measure, recall_of
+from mrl_pg.bench.run import Measurement, Progress, TrueNeighbours, measure, recall_of
 from mrl_pg.bench.synthetic import make_corpus, make_queries
 from mrl_pg.config import PGVECTOR_DEFAULT_M, TableConfig
 from mrl_pg.db import connect
@@ -124,6 +125,8 @@ class SearchBenchOptions:
     full_ef_construction: int | None = None
     """ef_construction of the single-pass index; None: the prefix index's
     (``TableConfig.hnsw_ef_construction``), so both graphs get the same build effort."""
+    confirm_rounds: int = 5
+    """Rounds of the confirm run (0: none): the frontier's candidates timed again, alone."""
     exact: bool = True
     """Measure exact search too (a sequential scan: the slowest method by far)."""
     reuse: bool = False
@@ -135,6 +138,9 @@ class SearchBenchOptions:
     and measure adaptive search through it over the oversample x adaptive ef_search grid."""
 
     def __post_init__(self) -> None:
+        if self.confirm_rounds < 0:
+            raise InvalidConfigError(
+                f"confirm_rounds must be 0 or more, got {self.confirm_rounds}")
         for name in ("rounds", "k", "buffer_sample"):
             if getattr(self, name) < 1:
                 raise InvalidConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -497,6 +503,10 @@ def run_search_bench(
             conns, loaded.table, methods, data.queries, truth, loaded.indexes, k=options.k,
             rounds=options.rounds, clients=options.clients, seed=options.seed,
             buffer_sample=options.buffer_sample, on_progress=progress)
+        confirmed = None
+        if options.confirm_rounds:
+            confirmed = _confirm(conns, loaded, methods, measured.results, data, truth, options,
+                                 on_step, progress)
     finally:
         try:
             _drop(conns[0], options)
@@ -504,6 +514,8 @@ def run_search_bench(
             for conn in conns:
                 conn.close()
     return SearchBenchReport(
+        confirmed=confirmed.results if confirmed else [],
+        confirm_round_orders=confirmed.round_orders if confirmed else [],
         kind="search", data=_data_info(data, len(data.vectors), options),
         environment=replace(environment, load_average_end=_load_average()),
         options=_options_dict(options),
@@ -514,6 +526,24 @@ def run_search_bench(
         warnings=[] if tuning is None or tuning.recommended else [
             f"mrl-pg tune found no setting reaching recall {options.target_recall}"],
     )
+
+
+def _confirm(
+    conns: list[psycopg.Connection[Any]], loaded: _Loaded, methods: list[Method],
+    results: list[MethodResult], data: BenchData, truth: TrueNeighbours,
+    options: SearchBenchOptions, on_step: Step, progress: Progress,
+) -> Measurement:
+    """Time the frontier's candidates again, alone, in ``confirm_rounds`` rounds."""
+    lookup = {m.name: m for m in methods}
+    lookup |= {m.forced().name: m.forced() for m in methods if m.family == SINGLE_PASS}
+    names = confirm_candidates(results, k=options.k)
+    chosen = [lookup[name] for name in names if name in lookup]
+    on_step(f"confirm run: {len(chosen)} candidates, {options.confirm_rounds} interleaved "
+            "rounds")
+    return measure(conns, loaded.table, chosen, data.queries, truth, loaded.indexes,
+                   k=options.k, rounds=options.confirm_rounds, clients=options.clients,
+                   seed=options.seed + 1, buffer_sample=options.buffer_sample,
+                   on_progress=progress)
 
 
 def _tune(

@@ -120,6 +120,9 @@ def _write(out: Path, report: SearchBenchReport | RowsSweepReport, markdown: str
 @click.option("--generator", type=click.Choice(GENERATORS), default="mrl", show_default=True,
               help="Synthetic data: mrl (the project's generator: 200 Gaussian clusters) or "
                    "powerlaw (64 Zipf-sized clusters, power-law spectrum, heavy tails).")
+@click.option("--confirm-rounds", type=int, default=5, show_default=True,
+              help="Time the frontier's candidates again, alone, in this many interleaved "
+                   "rounds (0: report the sweep's figures).")
 @click.option("--exact/--no-exact", default=True, show_default=True,
               help="Measure exact search (a sequential scan of every row) too.")
 @click.option("--reuse", is_flag=True,
@@ -189,7 +192,8 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
           ef_search: str, prefix_ef_search: str, oversample: str, adaptive_ef_search: str,
           buffer_sample: int, out: Path | None, seed: int, keep_table: bool, run_tune: bool,
           target_recall: float, full_ef_construction: int | None, binary_stage: bool,
-          generator: str, exact: bool, reuse: bool, memory_bound: Path | None, cache_fractions: str,
+          generator: str, confirm_rounds: int, exact: bool, reuse: bool,
+          memory_bound: Path | None, cache_fractions: str,
           cold_queries: int, pgbench_seconds: int | None, pgbench_clients: str,
           pgbench_ef_search: str) -> None:
     """Compare exact, single-pass HNSW, the Supabase recipe, prefix-only and adaptive search
@@ -213,7 +217,7 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
         adaptive_ef_search=_counts(adaptive_ef_search, "--adaptive-ef-search"),
         buffer_sample=buffer_sample, keep_table=keep_table, tune=run_tune,
         target_recall=target_recall, full_ef_construction=full_ef_construction,
-        binary_stage=binary_stage, reuse=reuse, exact=exact,
+        binary_stage=binary_stage, reuse=reuse, exact=exact, confirm_rounds=confirm_rounds,
     )
     ui = _Progress()
     ui.step("migrating the database to head")
