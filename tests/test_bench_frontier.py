@@ -226,3 +226,17 @@ def test_reuse_skips_load_and_build_only_for_the_same_rows_and_builds(conn, sche
     assert not any("reusing" in s for s in steps)  # another build of the full index
     assert "ef_construction='64'" in conn.execute(
         "SELECT pg_get_indexdef(%s::regclass)", ("kept_rows_embedding_full_hnsw",)).fetchone()[0]
+
+
+def test_block_counts_see_this_sessions_own_reads_at_once(conn):
+    from mrl_pg.bench.run import block_counts
+
+    conn.execute("CREATE TABLE counted AS SELECT g, repeat('x', 500) AS pad "
+                 "FROM generate_series(1, 5000) AS g")
+    conn.execute("ANALYZE counted")
+    pages = conn.execute("SELECT relpages FROM pg_class WHERE relname = 'counted'").fetchone()[0]
+    before = block_counts(conn)
+    conn.execute("SELECT count(*) FROM counted").fetchone()
+    after = block_counts(conn)
+    assert pages > 100
+    assert (after[0] - before[0]) + (after[1] - before[1]) >= pages

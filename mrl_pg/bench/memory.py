@@ -241,7 +241,7 @@ def run_cache_point(
                         f"warm-up {label}", done, total))
         measured = measure([conn], table, methods, queries, truth, indexes, k=k,
                            rounds=options.rounds, clients=(1,), seed=seed,
-                           buffer_sample=options.buffer_sample, warmup=0,
+                           buffer_sample=options.buffer_sample, warmup=0, count_io=True,
                            on_progress=on_progress)
     return CachePoint(fraction=fraction, shared_buffers_mb=size_mb, io_direct=io_direct,
                       methods=measured.results, round_orders=measured.round_orders,
@@ -364,7 +364,11 @@ def _cell(m: MethodResult | None) -> str:
     if m is None:
         return "none reached it"
     return (f"{m.name}: {m.recall:.3f}, {m.qps[1]:,.1f} QPS, "
-            f"{m.buffers_read:,.0f} reads/q")
+            f"{_reads(m)} reads/q")
+
+
+def _reads(m: MethodResult) -> str:
+    return f"{m.pass_reads:,.0f}" if m.pass_reads is not None else f"{m.buffers_read:,.0f}*"
 
 
 def memory_markdown(report: MemoryBoundReport) -> str:
@@ -382,8 +386,10 @@ def memory_markdown(report: MemoryBoundReport) -> str:
         f"{_mb(sizes.get('prefix', 0))}, full index {_mb(sizes.get('full', 0))}, table "
         f"{_mb(report.table_bytes)}. "
         f"{report.options.get('memory', {}).get('warmup_rounds', 0)} warm-up rounds, then "
-        "interleaved timed rounds (1 client, median QPS); reads = shared blocks read per "
-        "query (EXPLAIN ANALYZE BUFFERS on a sample, after the timed rounds).", ""]
+        "interleaved timed rounds (1 client, median QPS); reads and hits = the database's "
+        "blks_read and blks_hit per query over the timed passes (a value marked * is from "
+        "EXPLAIN ANALYZE BUFFERS on a sample run after the rounds, which depends on the "
+        "method sampled before it).", ""]
     k = report.data.k
     for point in report.points:
         lines += [f"### shared_buffers {point.shared_buffers_mb} MB "
@@ -401,8 +407,10 @@ def memory_markdown(report: MemoryBoundReport) -> str:
         lines += ["", f"| setting | recall@{k} | QPS | p50 ms | hits/query | reads/query |",
                   "|---|---|---|---|---|---|"]
         for m in point.methods:
+            hits = (f"{m.pass_hits:,.0f}" if m.pass_hits is not None
+                    else f"{m.buffers_hit:,.0f}*")
             lines.append(f"| {m.name} | {m.recall:.3f} | {m.qps[1]:,.1f} | {m.p50_ms:.2f} | "
-                         f"{m.buffers_hit:,.0f} | {m.buffers_read:,.0f} |")
+                         f"{hits} | {_reads(m)} |")
         lines.append("")
     if report.cold:
         lines += [f"### Cold: every relation evicted before each query "

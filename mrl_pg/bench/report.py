@@ -107,6 +107,11 @@ class MethodResult:
     """Rows the method's HNSW scan returned per query (its real candidate pool)."""
     buffer_sample: int
     tuned: bool = False
+    pass_reads: float | None = None
+    """Blocks read per query over the timed 1-client passes (the database's ``blks_read``,
+    every round): the steady state's reads, where the EXPLAIN sample's depend on which
+    method ran before it. None: not counted (``measure(..., count_io=True)``)."""
+    pass_hits: float | None = None
     """Run as a user runs it after ``mrl-pg tune`` (no oversample or ef_search passed)."""
 
 
