@@ -65,7 +65,7 @@ class MemoryBoundOptions:
     adaptive: tuple[tuple[int, int], ...] = ((1, 40), (2, 40), (2, 80), (3, 40), (4, 80),
                                              (8, 160))
     """``(oversample, ef_search)`` pairs of adaptive search."""
-    single_pass: tuple[int, ...] = (40, 60, 80, 120, 200, 400)
+    single_pass: tuple[int, ...] = (40, 60, 80, 120, 200)
     """ef_search values of single-pass HNSW."""
     cold_queries: int = 20
     buffer_sample: int = 10
