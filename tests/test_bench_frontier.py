@@ -217,6 +217,8 @@ def test_reuse_skips_load_and_build_only_for_the_same_rows_and_builds(conn, sche
     again = load(data, options)
     assert any("reusing kept_rows" in s for s in steps)
     assert again.indexes.keys() == first.indexes.keys()
+    assert all(i.reused for i in again.indexes.values())
+    assert not any(i.reused for i in first.indexes.values())
     steps.clear()
     load(synthetic_data(400, 32, 2, seed=9), options)  # other rows: loaded afresh
     assert not any("reusing" in s for s in steps)

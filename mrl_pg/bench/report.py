@@ -77,6 +77,8 @@ class IndexInfo:
     build_seconds: float
     maintenance_work_mem: int
     parallel_workers: int
+    reused: bool = False
+    """Kept from an earlier run (``--reuse``): not built, so no build figures."""
 
 
 @dataclass(frozen=True)
@@ -492,6 +494,8 @@ def search_markdown(report: SearchBenchReport) -> str:
         lines += ["", f"`mrl-pg tune --target-recall {t.target_recall}` on {t.queries} rows of "
                       f"the table ({t.seconds:.0f} s) chose {chose}."]
     lines += [""] + [
+        f"- {i.role} index `{i.name}`: {_mb(i.bytes)}, kept from an earlier run (--reuse)"
+        if i.reused else
         f"- {i.role} index `{i.name}`: {_mb(i.bytes)}, built in {i.build_seconds:.1f} s "
         f"(max_parallel_maintenance_workers {i.parallel_workers}, maintenance_work_mem "
         f"{_mb(i.maintenance_work_mem)})"

@@ -427,7 +427,7 @@ def _reusable(
             return None
         if build is not None and build not in info.definition:
             return None
-        indexes[name] = info
+        indexes[name] = replace(info, reused=True)
     size = conn.execute("SELECT pg_table_size(to_regclass(%s))",
                         (config.table.as_string(conn),)).fetchone()
     return _Loaded(table=table, load_seconds=0.0, table_bytes=int(size[0]) if size else 0,
