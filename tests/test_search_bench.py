@@ -400,15 +400,15 @@ def test_another_first_stage_is_measured_beside_the_default_without_a_new_statem
     assert {i.role for i in result.indexes} == {"prefix", "full", "binary prefix"}
 
 
-def test_the_single_pass_index_is_built_as_a_user_builds_it_and_the_prefix_as_mrl_pg_does():
+def test_the_single_pass_index_is_built_like_the_prefix_index_unless_told_otherwise():
     from mrl_pg.statement.prefix import hnsw_index_ddl
 
     config = TableConfig("docs", full_dim=1536, prefix_dim=512)
     full = " ".join(BenchTable(config, full_halfvec=False).full_index_ddl().as_string(None).split())
     assert full.endswith("USING hnsw (\"embedding\" vector_cosine_ops) "
-                         "WITH (m = 16, ef_construction = 64)")  # pgvector's defaults
-    stronger = BenchTable(config, full_halfvec=False, full_ef_construction=128).full_index_ddl()
-    assert "ef_construction = 128" in stronger.as_string(None)
+                         "WITH (m = 16, ef_construction = 128)")  # the prefix index's
     assert "WITH (m = 16, ef_construction = 128)" in hnsw_index_ddl(config).as_string(None)
+    weaker = BenchTable(config, full_halfvec=False, full_ef_construction=64).full_index_ddl()
+    assert "ef_construction = 64" in weaker.as_string(None)  # pgvector's default, on request
     with pytest.raises(InvalidConfigError, match="full_ef_construction must be between 32"):
         SearchBenchOptions(full_ef_construction=16)

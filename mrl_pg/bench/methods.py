@@ -1,15 +1,17 @@
 """The search methods ``mrl-pg bench`` compares, each a named configuration, and their plan guard.
 
-Every method runs through the same client path: a psycopg connection, its
-settings applied for its own transaction, then its statement, pipelined and
-never prepared. The exact and adaptive methods are mrl_pg's own
-:func:`~mrl_pg.exact_search` and :func:`~mrl_pg.search`, the product as
-users run it; the others are the statements their authors publish, run the
-way :func:`~mrl_pg.search` runs its own.
+The exact and adaptive methods are mrl_pg's own :func:`~mrl_pg.exact_search`
+and :func:`~mrl_pg.search`, the product as users run it, through its public
+API. Single-pass and prefix-only HNSW run as a plain pgvector user runs them:
+``SET hnsw.ef_search`` once per connection (:func:`prepare_connection`, when the
+connection switches to the method), then one SELECT per query, in autocommit,
+never prepared: one round trip. The Supabase recipe runs the way
+:func:`~mrl_pg.search` runs its own statement.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from mrl_pg.config import PGVECTOR_DEFAULT_EF_CONSTRUCTION, PGVECTOR_DEFAULT_M, TableConfig
+from mrl_pg.config import TableConfig
 from mrl_pg.errors import DatabaseError
 from mrl_pg.psycopg._search import (
     SearchStatement,
@@ -52,6 +54,8 @@ __all__ = [
     "run_method",
     "explain_method",
     "check_plan",
+    "prepare_connection",
+    "session_settings",
     "plan_nodes",
     "plan_tree",
 ]
@@ -92,16 +96,26 @@ class BenchTable:
 
     config: TableConfig
     full_halfvec: bool
-    full_ef_construction: int = PGVECTOR_DEFAULT_EF_CONSTRUCTION
-    """The full index's build list: pgvector's default, as a user's own index has it (the
-    prefix index has mrl_pg's, ``config.hnsw_ef_construction``)."""
+    full_ef_construction: int | None = None
+    """The full index's build list; None: the prefix index's (``config.hnsw_ef_construction``),
+    so both graphs get the same build effort."""
+    full_m: int | None = None
+    """The full index's m; None: the prefix index's (``config.hnsw_m``)."""
 
     @property
     def full_index_name(self) -> str:
         return f"{self.config.name}_embedding_full_hnsw"
 
+    @property
+    def full_build(self) -> tuple[int, int]:
+        """``(m, ef_construction)`` of the single-pass index."""
+        return (self.config.hnsw_m if self.full_m is None else self.full_m,
+                self.config.hnsw_ef_construction if self.full_ef_construction is None
+                else self.full_ef_construction)
+
     def full_index_ddl(self) -> sql.Composed:
-        """The single-pass index: cosine, pgvector's default m, ``full_ef_construction``."""
+        """The single-pass index: cosine, with :attr:`full_build`'s m and ef_construction."""
+        m, ef_construction = self.full_build
         return sql.SQL(
             "CREATE INDEX {name} ON {table} USING hnsw ({expr} {ops}) "
             "WITH (m = {m}, ef_construction = {ef})"
@@ -110,8 +124,8 @@ class BenchTable:
             table=self.config.table,
             expr=self._full_expression(),
             ops=sql.SQL("halfvec_cosine_ops" if self.full_halfvec else "vector_cosine_ops"),
-            m=sql.Literal(PGVECTOR_DEFAULT_M),
-            ef=sql.Literal(self.full_ef_construction),
+            m=sql.Literal(m),
+            ef=sql.Literal(ef_construction),
         )
 
     def _full_expression(self) -> sql.Composed:
@@ -163,10 +177,15 @@ class Method:
                     "ef_search": self._adaptive_ef_search(k)}
         if self.family == SUPABASE:
             return {"pool": k * 8, "ef_search": None}  # the server's, 40 unless changed
+        if self.family == PREFIX_ONLY:
+            return {"pool": self.pool(k), "ef_search": self.ef_search}
         if self.force_index:
             return {"ef_search": self.ef_search, "enable_seqscan": 0}
         return {"ef_search": self.ef_search}
 
+    def pool(self, k: int) -> int:
+        """Rows the method's index scan is asked for (prefix-only: ``LIMIT k x oversample``)."""
+        return k * (self.oversample or 1)
 
     def _adaptive_ef_search(self, k: int) -> int:
         if self.ef_search is not None:
@@ -194,16 +213,19 @@ def stage_methods(
 def default_methods(
     table: BenchTable,
     *,
-    ef_search: Sequence[int] = (40, 60, 80, 120, 200, 400, 800),
-    prefix_ef_search: Sequence[int] = (40, 80, 160, 400),
-    oversample: Sequence[int] = (2, 3, 4, 8),
-    adaptive_ef_search: Sequence[int] = (40, 80, 160),
+    ef_search: Sequence[int] = (40, 60, 80, 100, 120, 160, 200, 300, 400, 600, 800),
+    prefix_ef_search: Sequence[int] = (40, 60, 80, 120, 160, 200),
+    oversample: Sequence[int] = (1, 2, 3, 4, 6, 8),
+    adaptive_ef_search: Sequence[int] = (40, 60, 80, 120, 160, 200),
     k: int = 10,
 ) -> list[Method]:
     """Exact, single-pass HNSW over an ef_search sweep, the Supabase recipe, prefix-only over
     a sweep, adaptive over oversample x ef_search, and adaptive as shipped (no overrides).
 
-    A grid point equal to the product default is left out: the default measures it.
+    Prefix-only also runs at every pool and ef_search of the adaptive grid (its
+    ``LIMIT`` the adaptive pool): the walk adaptive search re-ranks, alone, for the
+    "adaptive costs little more than its first stage" check. A grid point equal to
+    the product default is left out: the default measures it.
     """
     prefix = table.config.hnsw_index_name
     methods = [Method(EXACT, EXACT, None)]
@@ -211,7 +233,10 @@ def default_methods(
                 for ef in ef_search]
     methods.append(Method(f"{SUPABASE} recipe", SUPABASE, prefix))
     methods += [Method(f"{PREFIX_ONLY} ef={ef}", PREFIX_ONLY, prefix, ef_search=ef)
-                for ef in prefix_ef_search]
+                for ef in sorted(set(prefix_ef_search) | set(adaptive_ef_search))]
+    methods += [Method(f"{PREFIX_ONLY} pool={k * o} ef={ef}", PREFIX_ONLY, prefix, ef_search=ef,
+                       oversample=o)
+                for o in oversample if o > 1 for ef in adaptive_ef_search]
     default_oversample = DEFAULT_TUNING.oversample
     default_ef = DEFAULT_TUNING.ef_search_for(k * default_oversample)
     methods += [
@@ -224,6 +249,45 @@ def default_methods(
     return methods
 
 
+def session_settings(method: Method) -> tuple[tuple[str, str], ...]:
+    """What a plain pgvector user sets once per connection before querying with ``method``
+    (single-pass and prefix-only); nothing for methods that set their own or none."""
+    if method.family == SINGLE_PASS:
+        settings = [("hnsw.ef_search", str(method.ef_search))]
+        if method.force_index:
+            settings.append(("enable_seqscan", "off"))
+        return tuple(settings)
+    if method.family == PREFIX_ONLY:
+        # As adaptive search's own scan: a pool above ef_search is still filled.
+        return (("hnsw.ef_search", str(method.ef_search)),
+                ("hnsw.iterative_scan", "relaxed_order"))
+    return ()
+
+
+_SESSION: weakref.WeakKeyDictionary[psycopg.Connection[Any], tuple[tuple[str, str], ...]] = (
+    weakref.WeakKeyDictionary())
+_SESSION_NAMES = ("hnsw.ef_search", "hnsw.iterative_scan", "enable_seqscan")
+
+
+def prepare_connection(conn: psycopg.Connection[Any], method: Method) -> None:
+    """Give ``conn`` the session settings ``method`` runs with, as a user's ``SET`` would
+    (nothing when it already has them): the server's defaults for every other method.
+
+    Run before a timed pass, so the pass measures one SELECT per query.
+    """
+    wanted = session_settings(method)
+    if _SESSION.get(conn, ()) == wanted:
+        return
+    values = dict(wanted)
+    for name in _SESSION_NAMES:
+        if name in values:
+            conn.execute("SELECT set_config(%s, %s, false)", (name, values[name]),
+                         prepare=False)
+        else:
+            conn.execute(sql.SQL("RESET {}").format(sql.SQL(name)), prepare=False)
+    _SESSION[conn] = wanted
+
+
 def _stage_statement(table: BenchTable, method: Method, query: Any, k: int) -> SearchStatement:
     return adaptive_search_statement(
         table.config, query, k=k, oversample=method.oversample or DEFAULT_TUNING.oversample,
@@ -231,19 +295,19 @@ def _stage_statement(table: BenchTable, method: Method, query: Any, k: int) -> S
 
 
 def _statement(table: BenchTable, method: Method, query: FloatArray, k: int) -> SearchStatement:
+    """The method's statement; its settings are applied per transaction only by EXPLAIN
+    (:func:`run_method` runs single-pass and prefix-only as a plain user does)."""
     config = table.config
     q = sql.Placeholder("query")
     result = sql.SQL("id, external_id, content, metadata")
-    params: dict[str, Any] = {"query": query, "k": k}
+    params: dict[str, Any] = {"query": query, "k": method.pool(k)}
     if method.family == SINGLE_PASS:
         statement = sql.SQL(
             "SELECT {result}, {distance} AS distance\nFROM {table}\nORDER BY {distance}\n"
             "LIMIT {k}"
         ).format(result=result, distance=table.full_distance(q), table=config.table,
                  k=sql.Placeholder("k"))
-        settings = [("hnsw.ef_search", str(method.ef_search)), _CUSTOM_PLANS]
-        if method.force_index:
-            settings.append(("enable_seqscan", "off"))
+        settings = [*session_settings(method), _CUSTOM_PLANS]
     elif method.family == PREFIX_ONLY:
         distance = sql.SQL("{} <=> {}").format(
             sql.Identifier(config.stored_prefix_column),
@@ -253,7 +317,7 @@ def _statement(table: BenchTable, method: Method, query: FloatArray, k: int) -> 
             "SELECT {result}, {distance} AS distance\nFROM {table}\nORDER BY {distance}\n"
             "LIMIT {k}"
         ).format(result=result, distance=distance, table=config.table, k=sql.Placeholder("k"))
-        settings = [("hnsw.ef_search", str(method.ef_search)), _CUSTOM_PLANS]
+        settings = [*session_settings(method), _CUSTOM_PLANS]
     elif method.family == SUPABASE:
         statement = _supabase_statement(config)
         params = {"query": query, "match_count": k}
@@ -303,8 +367,14 @@ LIMIT least({match_count}, 200)"""
 def run_method(
     conn: psycopg.Connection[Any], table: BenchTable, method: Method, query: Any, k: int
 ) -> list[str]:
-    """Run one query; the external ids found, best first."""
+    """Run one query; the external ids found, best first.
+
+    The connection first gets the method's session settings, when it has other ones
+    (:func:`prepare_connection`): the server's defaults for every method but single-pass
+    and prefix-only.
+    """
     config = table.config
+    prepare_connection(conn, method)
     if method.family == EXACT:
         return [str(r.external_id) for r in exact_search(conn, config, query, k=k)]
     if method.family == ADAPTIVE and method.tuned:
@@ -319,15 +389,25 @@ def run_method(
         return [str(r.external_id) for r in found]
     vector = as_embedding(query, config.full_dim, prefix_dim=config.prefix_dim,
                           what="query embedding")
-    return [str(row[1]) for row in run_statement(conn, _statement(table, method, vector, k))]
+    statement = _statement(table, method, vector, k)
+    if method.family == SUPABASE:
+        return [str(row[1]) for row in run_statement(conn, statement)]
+    # A plain pgvector user: settings once per connection, then one SELECT, one round trip.
+    try:
+        rows = conn.execute(statement.statement, statement.params, prepare=False).fetchall()
+    except psycopg.Error as exc:
+        raise DatabaseError(f"{method.name} failed: {exc}") from exc
+    return [str(row[1]) for row in rows[:k]]
 
 
 def explain_method(
     conn: psycopg.Connection[Any], table: BenchTable, method: Method, query: Any, k: int,
     *, analyze: bool = False,
 ) -> Any:
-    """The method's ``EXPLAIN (FORMAT JSON)`` plan under its own settings (parsed)."""
+    """The method's ``EXPLAIN (FORMAT JSON)`` plan under its own settings (parsed), on a
+    connection with the method's session settings (:func:`prepare_connection`)."""
     config = table.config
+    prepare_connection(conn, method)
     if method.family == ADAPTIVE and method.tuned:
         return explain(conn, config, query, k=k, analyze=analyze, as_json=True)
     if method.family == ADAPTIVE and method.stage != PREFIX_HNSW:

@@ -22,11 +22,12 @@ from mrl_pg.bench.methods import (
     check_plan,
     explain_method,
     plan_tree,
+    prepare_connection,
     run_method,
 )
 from mrl_pg.bench.report import IndexInfo, MethodResult
 
-__all__ = ["Progress", "TrueNeighbours", "Measurement", "measure", "recall_of"]
+__all__ = ["Progress", "TrueNeighbours", "Measurement", "measure", "recall_of", "block_counts"]
 
 Progress = Callable[[str, int, int | None], None]
 """``(label, done, total)``: how far a phase has come."""
@@ -74,6 +75,8 @@ class TrueNeighbours:
 
 @dataclass
 class _Tally:
+    reads: list[int] = field(default_factory=list)
+    hits: list[int] = field(default_factory=list)
     recalls: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     qps: dict[int, list[float]] = field(default_factory=dict)
@@ -87,17 +90,33 @@ class Measurement:
     round_orders: list[list[str]]
 
 
+def block_counts(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+    """The database's ``(blks_read, blks_hit)``, this session's own counts flushed first."""
+    conn.execute("SELECT pg_stat_force_next_flush()")  # flushed as the session goes idle
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = conn.execute("SELECT blks_read, blks_hit FROM pg_stat_database "
+                       "WHERE datname = current_database()").fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
 def _single_pass(
     conn: psycopg.Connection[Any], table: BenchTable, method: Method,
     queries: npt.NDArray[np.float32], k: int, truth: TrueNeighbours, tally: _Tally,
+    *, count_io: bool = False,
 ) -> None:
     found = []
+    prepare_connection(conn, method)  # a user's SET, once per connection, off the clock
+    before = block_counts(conn) if count_io else (0, 0)
     started = time.perf_counter()
     for query in queries:
         t0 = time.perf_counter()
         found.append(run_method(conn, table, method, query, k))
         tally.latencies.append(time.perf_counter() - t0)
     tally.qps.setdefault(1, []).append(len(queries) / (time.perf_counter() - started))
+    if count_io:
+        after = block_counts(conn)
+        tally.reads.append(after[0] - before[0])
+        tally.hits.append(after[1] - before[1])
     tally.recalls.extend(truth.recall(i, ids) for i, ids in enumerate(found))  # after the clock
 
 
@@ -111,6 +130,7 @@ def _clients_pass(
     spans: list[tuple[float, float]] = [(0.0, 0.0)] * n
 
     def work(i: int) -> None:
+        prepare_connection(conns[i], method)
         barrier.wait(timeout=60)  # every client starts together
         started = time.perf_counter()
         for query in queries[i::n]:
@@ -170,6 +190,7 @@ def measure(
     seed: int,
     buffer_sample: int,
     warmup: int = 10,
+    count_io: bool = False,
     on_progress: Progress | None = None,
 ) -> Measurement:
     """Check every method's plan, warm it up, then time it in ``rounds`` interleaved rounds.
@@ -210,7 +231,7 @@ def measure(
         for done, method in enumerate(order):
             progress(label, done, len(order))
             tally = tallies[method.name]
-            _single_pass(main, table, method, queries, k, truth, tally)
+            _single_pass(main, table, method, queries, k, truth, tally, count_io=count_io)
             for c in sorted(set(clients) - {1}):
                 tally.qps.setdefault(c, []).append(
                     _clients_pass(conns[:c], table, method, queries, k))
@@ -238,6 +259,8 @@ def measure(
             mean_ms=float(np.mean(tally.latencies) * 1000),
             buffers_hit=hit, buffers_read=read, buffers_per_query=hit + read,
             index_rows=index_rows, buffer_sample=len(sample),
+            pass_reads=sum(tally.reads) / (len(queries) * rounds) if tally.reads else None,
+            pass_hits=sum(tally.hits) / (len(queries) * rounds) if tally.hits else None,
         ))
     progress("buffers", len(methods), len(methods))
     return Measurement(results=results, round_orders=orders)

@@ -2,8 +2,8 @@
 
 One run loads the vectors into an MRL table (prefix HNSW index built after the
 load, timed), builds the single-pass HNSW index on the full embedding beside
-it (timed, at pgvector's default m and ef_construction, or ``full_ef_construction``; same
-memory and worker policy), finds each
+it (timed, with the prefix index's m and ef_construction unless ``full_ef_construction``
+says otherwise; same memory and worker policy), finds each
 query's true neighbours with numpy, then times exact search, single-pass HNSW
 over an ef_search sweep, the Supabase recipe, prefix-only HNSW and adaptive
 search in interleaved rounds (see :func:`mrl_pg.bench.run.measure`).
@@ -30,6 +30,7 @@ from psycopg import sql
 
 from mrl_pg.bench.methods import (
     ADAPTIVE,
+    EXACT,
     MAX_VECTOR_INDEX_DIM,
     PREFIX_ONLY,
     SINGLE_PASS,
@@ -40,6 +41,7 @@ from mrl_pg.bench.methods import (
     stage_methods,
     tuned_method,
 )
+from mrl_pg.bench.powerlaw import make_powerlaw_queries, make_powerlaw_rows
 from mrl_pg.bench.report import (
     DataInfo,
     Environment,
@@ -49,13 +51,14 @@ from mrl_pg.bench.report import (
     SearchBenchReport,
     SweepPoint,
     TuneSummary,
+    confirm_candidates,
     search_markdown,
     sweep_markdown,
     to_json,
 )
-from mrl_pg.bench.run import Progress, TrueNeighbours, measure, recall_of
+from mrl_pg.bench.run import Measurement, Progress, TrueNeighbours, measure, recall_of
 from mrl_pg.bench.synthetic import make_corpus, make_queries
-from mrl_pg.config import PGVECTOR_DEFAULT_EF_CONSTRUCTION, PGVECTOR_DEFAULT_M, TableConfig
+from mrl_pg.config import PGVECTOR_DEFAULT_M, TableConfig
 from mrl_pg.db import connect
 from mrl_pg.errors import DatabaseError, InvalidConfigError, InvalidVectorError
 from mrl_pg.index.build import (
@@ -84,6 +87,8 @@ __all__ = [
     "IndexInfo",
     "PlanGuardError",
     "synthetic_data",
+    "GENERATORS",
+    "kept_table_name",
     "file_data",
     "run_search_bench",
     "run_rows_sweep",
@@ -104,10 +109,10 @@ class SearchBenchOptions:
     rounds: int = 3
     clients: tuple[int, ...] = (1, 2)
     seed: int = 0
-    ef_search: tuple[int, ...] = (40, 60, 80, 120, 200, 400, 800)
-    prefix_ef_search: tuple[int, ...] = (40, 80, 160, 400)
-    oversample: tuple[int, ...] = (2, 3, 4, 8)
-    adaptive_ef_search: tuple[int, ...] = (40, 80, 160)
+    ef_search: tuple[int, ...] = (40, 60, 80, 100, 120, 160, 200, 300, 400, 600, 800)
+    prefix_ef_search: tuple[int, ...] = (40, 60, 80, 120, 160, 200)
+    oversample: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
+    adaptive_ef_search: tuple[int, ...] = (40, 60, 80, 120, 160, 200)
     buffer_sample: int = 20
     full_halfvec: bool | None = None
     """Index the full embedding as halfvec; None: only above pgvector's 2,000-dim vector limit."""
@@ -117,18 +122,30 @@ class SearchBenchOptions:
     """Run ``mrl-pg tune`` on the table first and measure its choice as a user runs it."""
     tune_queries: int = 200
     target_recall: float = 0.99
-    full_ef_construction: int = PGVECTOR_DEFAULT_EF_CONSTRUCTION
-    """ef_construction of the single-pass index (the prefix index has mrl_pg's default)."""
+    full_ef_construction: int | None = None
+    """ef_construction of the single-pass index; None: the prefix index's
+    (``TableConfig.hnsw_ef_construction``), so both graphs get the same build effort."""
+    confirm_rounds: int = 5
+    """Rounds of the confirm run (0: none): the frontier's candidates timed again, alone."""
+    exact: bool = True
+    """Measure exact search too (a sequential scan: the slowest method by far)."""
+    reuse: bool = False
+    """Keep the table and its indexes after the run, and use them as they are when a later
+    run finds the same rows (checked) and the same index builds there: no load, no build."""
     binary_stage: bool = False
     """Also build the binary-quantized prefix index
     (:class:`~mrl_pg.statement.stages.BinaryPrefixHnsw`)
     and measure adaptive search through it over the oversample x adaptive ef_search grid."""
 
     def __post_init__(self) -> None:
+        if self.confirm_rounds < 0:
+            raise InvalidConfigError(
+                f"confirm_rounds must be 0 or more, got {self.confirm_rounds}")
         for name in ("rounds", "k", "buffer_sample"):
             if getattr(self, name) < 1:
                 raise InvalidConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 2 * PGVECTOR_DEFAULT_M <= self.full_ef_construction <= 1000:
+        if (self.full_ef_construction is not None
+                and not 2 * PGVECTOR_DEFAULT_M <= self.full_ef_construction <= 1000):
             raise InvalidConfigError(
                 f"full_ef_construction must be between {2 * PGVECTOR_DEFAULT_M} (twice m) and "
                 f"1000, got {self.full_ef_construction}")
@@ -165,15 +182,35 @@ class BenchData:
         return replace(self, vectors=self.vectors[:rows], external_ids=self.external_ids[:rows])
 
 
-def synthetic_data(rows: int, full_dim: int, queries: int, *, seed: int = 0) -> BenchData:
-    """Seeded Matryoshka-like rows and queries drawn apart from them
-    (:mod:`mrl_pg.bench.synthetic`)."""
+GENERATORS = ("mrl", "powerlaw")
+"""``mrl``: :mod:`mrl_pg.bench.synthetic` (the project's); ``powerlaw``:
+:mod:`mrl_pg.bench.powerlaw` (64 Zipf-sized clusters, power-law spectrum, heavy tails)."""
+
+
+def synthetic_data(
+    rows: int, full_dim: int, queries: int, *, seed: int = 0, generator: str = "mrl",
+) -> BenchData:
+    """Seeded Matryoshka-like rows and queries drawn apart from them, from ``generator``
+    (one of :data:`GENERATORS`)."""
     if rows < 1 or queries < 1:
         raise InvalidConfigError(f"rows and queries must be positive, got {rows} and {queries}")
+    if generator not in GENERATORS:
+        raise InvalidConfigError(f"generator must be one of {GENERATORS}, got {generator!r}")
+    if generator == "powerlaw":
+        return BenchData(vectors=make_powerlaw_rows(rows, full_dim, seed=seed),
+                         queries=make_powerlaw_queries(queries, full_dim, seed=seed),
+                         external_ids=[f"doc-{i:07d}" for i in range(rows)],
+                         source="synthetic powerlaw", queries_source="synthetic", seed=seed)
     corpus = make_corpus(rows, full_dim, seed=seed)
     return BenchData(vectors=corpus.embeddings, queries=make_queries(queries, full_dim, seed=seed),
                      external_ids=corpus.external_ids, source="synthetic",
                      queries_source="synthetic", seed=seed)
+
+
+def kept_table_name(data: BenchData, generator: str | None) -> str:
+    """The table ``--reuse`` keeps ``data`` in: one per generator (or file), size and seed."""
+    kind = generator or "file"
+    return f"mrl_bench_{kind}_{len(data.vectors)}x{data.full_dim}_s{data.seed}"
 
 
 def _load_npy(path: Path | str, what: str) -> npt.NDArray[np.float32]:
@@ -316,6 +353,12 @@ def _load(
                else data.full_dim > MAX_VECTOR_INDEX_DIM)
     table = BenchTable(config, full_halfvec=halfvec,
                        full_ef_construction=options.full_ef_construction)
+    if options.reuse:
+        kept = _reusable(conn, table, data, full_index=full_index,
+                         binary_stage=options.binary_stage)
+        if kept is not None:
+            on_step(f"reusing {config.name}: same rows, same index builds (no load, no build)")
+            return kept
     on_step(f"loading {rows:,} x {data.full_dim} rows into {config.name} (index deferred)")
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(config.table))
     install(conn, config, with_search_function=False)
@@ -349,10 +392,52 @@ def _load(
                    table_bytes=int(size[0]) if size else 0, indexes=indexes)
 
 
+def _reusable(
+    conn: psycopg.Connection[Any], table: BenchTable, data: BenchData, *, full_index: bool,
+    binary_stage: bool,
+) -> _Loaded | None:
+    """The kept table, when it holds exactly ``data``'s rows (count, and the first and last
+    rows' vectors) and every index this run needs, built as this run would build it."""
+    config = table.config
+    found = conn.execute("SELECT to_regclass(%s)", (config.table.as_string(conn),)).fetchone()
+    if found is None or found[0] is None:
+        return None
+    count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(config.table)).fetchone()
+    if count is None or int(count[0]) != len(data.vectors):
+        return None
+    for i in (0, len(data.vectors) - 1):
+        row = conn.execute(
+            sql.SQL("SELECT {} FROM {} WHERE external_id = %s").format(
+                sql.Identifier(config.embedding_column), config.table),
+            (data.external_ids[i],)).fetchone()
+        if row is None or not np.allclose(np.asarray(row[0].to_numpy(), dtype=np.float32),
+                                          data.vectors[i], atol=1e-6):
+            return None
+    wanted: dict[str, tuple[str, str | None]] = {config.hnsw_index_name: ("prefix", None)}
+    if full_index:
+        m, ef = table.full_build
+        wanted[table.full_index_name] = ("full", f"(m='{m}', ef_construction='{ef}')")
+    if binary_stage:
+        wanted[BinaryPrefixHnsw().index_name(config)] = ("binary prefix", None)
+    indexes = {}
+    for name, (role, build) in wanted.items():
+        try:
+            info = _index_info(conn, config, name, role, 0.0, 0, 0)
+        except DatabaseError:
+            return None
+        if build is not None and build not in info.definition:
+            return None
+        indexes[name] = replace(info, reused=True)
+    size = conn.execute("SELECT pg_table_size(to_regclass(%s))",
+                        (config.table.as_string(conn),)).fetchone()
+    return _Loaded(table=table, load_seconds=0.0, table_bytes=int(size[0]) if size else 0,
+                   indexes=indexes)
+
+
 def _drop(conn: psycopg.Connection[Any], options: SearchBenchOptions) -> None:
     # Best effort: a failed drop must not hide the error that ended the run, and the
     # next run drops the table before loading anyway.
-    if not options.keep_table and not conn.closed:
+    if not (options.keep_table or options.reuse) and not conn.closed:
         with contextlib.suppress(psycopg.Error):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(
                 sql.Identifier(options.table)))
@@ -368,6 +453,8 @@ def _methods(table: BenchTable, options: SearchBenchOptions) -> list[Method]:
                               prefix_ef_search=options.prefix_ef_search,
                               oversample=options.oversample,
                               adaptive_ef_search=options.adaptive_ef_search, k=options.k)
+    if not options.exact:
+        methods = [m for m in methods if m.family != EXACT]
     if options.binary_stage:
         methods += stage_methods(table, BinaryPrefixHnsw(), oversample=options.oversample,
                                  ef_search=options.adaptive_ef_search)
@@ -416,6 +503,10 @@ def run_search_bench(
             conns, loaded.table, methods, data.queries, truth, loaded.indexes, k=options.k,
             rounds=options.rounds, clients=options.clients, seed=options.seed,
             buffer_sample=options.buffer_sample, on_progress=progress)
+        confirmed = None
+        if options.confirm_rounds:
+            confirmed = _confirm(conns, loaded, methods, measured.results, data, truth, options,
+                                 on_step, progress)
     finally:
         try:
             _drop(conns[0], options)
@@ -423,6 +514,8 @@ def run_search_bench(
             for conn in conns:
                 conn.close()
     return SearchBenchReport(
+        confirmed=confirmed.results if confirmed else [],
+        confirm_round_orders=confirmed.round_orders if confirmed else [],
         kind="search", data=_data_info(data, len(data.vectors), options),
         environment=replace(environment, load_average_end=_load_average()),
         options=_options_dict(options),
@@ -433,6 +526,24 @@ def run_search_bench(
         warnings=[] if tuning is None or tuning.recommended else [
             f"mrl-pg tune found no setting reaching recall {options.target_recall}"],
     )
+
+
+def _confirm(
+    conns: list[psycopg.Connection[Any]], loaded: _Loaded, methods: list[Method],
+    results: list[MethodResult], data: BenchData, truth: TrueNeighbours,
+    options: SearchBenchOptions, on_step: Step, progress: Progress,
+) -> Measurement:
+    """Time the frontier's candidates again, alone, in ``confirm_rounds`` rounds."""
+    lookup = {m.name: m for m in methods}
+    lookup |= {m.forced().name: m.forced() for m in methods if m.family == SINGLE_PASS}
+    names = confirm_candidates(results, k=options.k)
+    chosen = [lookup[name] for name in names if name in lookup]
+    on_step(f"confirm run: {len(chosen)} candidates, {options.confirm_rounds} interleaved "
+            "rounds")
+    return measure(conns, loaded.table, chosen, data.queries, truth, loaded.indexes,
+                   k=options.k, rounds=options.confirm_rounds, clients=options.clients,
+                   seed=options.seed + 1, buffer_sample=options.buffer_sample,
+                   on_progress=progress)
 
 
 def _tune(

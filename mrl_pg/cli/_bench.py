@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,13 @@ import click
 
 from mrl_pg.bench.load import bench_index, bench_load
 from mrl_pg.bench.search import (
+    GENERATORS,
     BenchData,
     RowsSweepReport,
     SearchBenchOptions,
     SearchBenchReport,
     file_data,
+    kept_table_name,
     run_rows_sweep,
     run_search_bench,
     search_markdown,
@@ -46,6 +49,9 @@ def _command_line(ctx: click.Context) -> str:
     parts = ["mrl-pg", ctx.info_name or "bench"]
     for param in ctx.command.params:
         value = ctx.params.get(param.name or "")
+        if isinstance(param, click.Option) and value is False and param.secondary_opts:
+            parts.append(param.secondary_opts[0])  # --no-exact, --no-tune
+            continue
         if not isinstance(param, click.Option) or param.name == "dsn" or value in (None, False):
             continue
         parts.append(param.opts[0] if value is True else f"{param.opts[0]} {value}")
@@ -111,6 +117,39 @@ def _write(out: Path, report: SearchBenchReport | RowsSweepReport, markdown: str
                    "above 2000 the single-pass index is on halfvec).")
 @click.option("--prefix-dim", type=int, default=512, show_default=True,
               help="Prefix dimension of the MRL table's HNSW index.")
+@click.option("--generator", type=click.Choice(GENERATORS), default="mrl", show_default=True,
+              help="Synthetic data: mrl (the project's generator: 200 Gaussian clusters) or "
+                   "powerlaw (64 Zipf-sized clusters, power-law spectrum, heavy tails).")
+@click.option("--confirm-rounds", type=int, default=5, show_default=True,
+              help="Time the frontier's candidates again, alone, in this many interleaved "
+                   "rounds (0: report the sweep's figures).")
+@click.option("--exact/--no-exact", default=True, show_default=True,
+              help="Measure exact search (a sequential scan of every row) too.")
+@click.option("--reuse", is_flag=True,
+              help="Keep the loaded table and both indexes (one table per generator, size and "
+                   "seed, or per file), and reuse them on later runs when the rows and index "
+                   "builds match: no load, no build. Point --dsn (or MRL_PG_HOME) at a "
+                   "persistent data directory.")
+@click.option("--memory-bound", "memory_bound", type=click.Path(file_okay=False, path_type=Path),
+              default=None, metavar="SERVER_HOME",
+              help="Memory-bound mode: restart the embedded server whose data is under "
+                   "SERVER_HOME (dedicated to benchmarks) with debug_io_direct = data and "
+                   "shared_buffers at each --cache-fractions of the full index; warm-up, then "
+                   "interleaved rounds of adaptive and single-pass search; then cold queries. "
+                   "Its settings are put back at the end. Implies --reuse; --dsn is ignored.")
+@click.option("--cache-fractions", default="1/8,1/4,1/2", show_default=True,
+              help="Memory-bound shared_buffers sizes, as fractions of the full index (sizes "
+                   "that cannot hold the prefix index are skipped).")
+@click.option("--cold-queries", type=int, default=20, show_default=True,
+              help="Memory-bound: queries per setting run cold (0: none).")
+@click.option("--pgbench", "pgbench_seconds", type=int, default=None, metavar="SECONDS",
+              help="pgbench mode: the table's SQL function (as tuned) and single-pass SELECTs "
+                   "under pgbench -c N -T SECONDS, queries picked at random from a table of "
+                   "the held-out queries; implies --reuse.")
+@click.option("--pgbench-clients", default="1,2", show_default=True,
+              help="pgbench mode: client counts.")
+@click.option("--pgbench-ef-search", default="40,60,80,120,200", show_default=True,
+              help="pgbench mode: hnsw.ef_search values of the single-pass scripts.")
 @click.option("--vectors", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Real embeddings to load instead: an (n, dim) .npy file.")
 @click.option("--queries-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -119,13 +158,15 @@ def _write(out: Path, report: SearchBenchReport | RowsSweepReport, markdown: str
               help="Interleaved rounds; every method runs once per round, QPS is the median.")
 @click.option("--clients", default="1,2", show_default=True,
               help="Client counts to measure QPS with (one connection and thread each).")
-@click.option("--ef-search", default="40,60,80,120,200,400,800", show_default=True,
+@click.option("--ef-search", default="40,60,80,100,120,160,200,300,400,600,800",
+              show_default=True,
               help="hnsw.ef_search values for single-pass HNSW on the full embedding.")
-@click.option("--prefix-ef-search", default="40,80,160,400", show_default=True,
-              help="hnsw.ef_search values for prefix-only HNSW.")
-@click.option("--oversample", default="2,3,4,8", show_default=True,
+@click.option("--prefix-ef-search", default="40,60,80,120,160,200", show_default=True,
+              help="hnsw.ef_search values for prefix-only HNSW (LIMIT k; it also runs at "
+                   "every pool and ef_search of the adaptive grid).")
+@click.option("--oversample", default="1,2,3,4,6,8", show_default=True,
               help="Oversample values for the adaptive grid.")
-@click.option("--adaptive-ef-search", default="40,80,160", show_default=True,
+@click.option("--adaptive-ef-search", default="40,60,80,120,160,200", show_default=True,
               help="ef_search values for the adaptive grid (besides mrl_pg's own rule).")
 @click.option("--buffer-sample", type=int, default=20, show_default=True,
               help="Queries run under EXPLAIN (ANALYZE, BUFFERS) per method.")
@@ -139,10 +180,10 @@ def _write(out: Path, report: SearchBenchReport | RowsSweepReport, markdown: str
                    "as a user runs it.")
 @click.option("--target-recall", type=float, default=0.99, show_default=True,
               help="Target recall for the tune step.")
-@click.option("--full-ef-construction", type=int, default=PGVECTOR_DEFAULT_EF_CONSTRUCTION,
-              show_default=True,
+@click.option("--full-ef-construction", type=int, default=None,
               help="ef_construction of the single-pass index on the full embedding "
-                   "(pgvector's default; the prefix index has mrl_pg's).")
+                   "(default: the prefix index's, so both graphs get the same build effort; "
+                   f"{PGVECTOR_DEFAULT_EF_CONSTRUCTION} is pgvector's default).")
 @click.option("--binary-stage", is_flag=True,
               help="Also build a binary-quantized prefix index and measure adaptive search "
                    "through it (judge it on real embeddings only).")
@@ -150,7 +191,11 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
           vectors: Path | None, queries_file: Path | None, rounds: int, clients: str,
           ef_search: str, prefix_ef_search: str, oversample: str, adaptive_ef_search: str,
           buffer_sample: int, out: Path | None, seed: int, keep_table: bool, run_tune: bool,
-          target_recall: float, full_ef_construction: int, binary_stage: bool) -> None:
+          target_recall: float, full_ef_construction: int | None, binary_stage: bool,
+          generator: str, confirm_rounds: int, exact: bool, reuse: bool,
+          memory_bound: Path | None, cache_fractions: str,
+          cold_queries: int, pgbench_seconds: int | None, pgbench_clients: str,
+          pgbench_ef_search: str) -> None:
     """Compare exact, single-pass HNSW, the Supabase recipe, prefix-only and adaptive search
     side by side on the same data and server, in interleaved rounds.
 
@@ -161,6 +206,7 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
     """
     ctx = click.get_current_context()
     sizes = _counts(rows, "--rows") if rows else None
+    fractions = _fractions(cache_fractions)
     if (vectors is None) != (queries_file is None):
         raise click.UsageError("--vectors and --queries-file go together")
     options = SearchBenchOptions(
@@ -171,10 +217,14 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
         adaptive_ef_search=_counts(adaptive_ef_search, "--adaptive-ef-search"),
         buffer_sample=buffer_sample, keep_table=keep_table, tune=run_tune,
         target_recall=target_recall, full_ef_construction=full_ef_construction,
-        binary_stage=binary_stage,
+        binary_stage=binary_stage, reuse=reuse, exact=exact, confirm_rounds=confirm_rounds,
     )
     ui = _Progress()
     ui.step("migrating the database to head")
+    if memory_bound is not None:
+        from mrl_pg.server import EmbeddedServer
+
+        dsn = EmbeddedServer(memory_bound).start()
     upgrade(dsn)
     largest = max(sizes) if sizes else None
     data: BenchData
@@ -182,9 +232,31 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
         ui.step(f"reading {vectors} and {queries_file}")
         data = file_data(vectors, queries_file, rows=largest, query_count=query_count)
     else:
-        ui.step(f"generating {largest or 100_000:,} x {full_dim} Matryoshka-like vectors")
-        data = synthetic_data(largest or 100_000, full_dim, query_count, seed=seed)
+        ui.step(f"generating {largest or 100_000:,} x {full_dim} Matryoshka-like vectors "
+                f"({generator} generator)")
+        data = synthetic_data(largest or 100_000, full_dim, query_count, seed=seed,
+                              generator=generator)
+    if reuse or memory_bound is not None or pgbench_seconds is not None:
+        options = replace(options, reuse=True, table=kept_table_name(
+            data, None if vectors is not None else generator))
     command = _command_line(ctx)
+    if memory_bound is not None:
+        _memory_bound(memory_bound, data, options, fractions, cold_queries, rounds,
+                      command, ui, out)
+        return
+    if pgbench_seconds is not None:
+        from mrl_pg.bench.pgbench import run_pgbench_bench
+
+        markdown = run_pgbench_bench(
+            dsn, data, options, ef_search=_counts(pgbench_ef_search, "--pgbench-ef-search"),
+            clients=_counts(pgbench_clients, "--pgbench-clients"), seconds=pgbench_seconds,
+            command=command, on_step=ui.step)
+        ui.step("done")
+        click.echo(markdown, nl=False)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "pgbench.md").write_text(markdown)
+        return
     report: SearchBenchReport | RowsSweepReport
     if sizes and len(sizes) > 1:
         report = run_rows_sweep(dsn, data, sizes, options, command=command,
@@ -198,6 +270,38 @@ def bench(dsn: str, rows: str | None, query_count: int, full_dim: int, prefix_di
     click.echo(markdown, nl=False)
     if out is not None:
         _write(out, report, markdown)
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            top, _, bottom = part.partition("/")
+            values.append(float(top) / float(bottom) if bottom else float(top))
+        except (ValueError, ZeroDivisionError):
+            raise click.BadParameter(f"expected fractions like 1/4, got {part!r}",
+                                     param_hint="--cache-fractions") from None
+    return tuple(values)
+
+
+def _memory_bound(home: Path, data: BenchData, options: SearchBenchOptions,
+                  fractions: tuple[float, ...],
+                  cold_queries: int, rounds: int, command: str, ui: _Progress,
+                  out: Path | None) -> None:
+    from mrl_pg.bench.memory import MemoryBoundOptions, memory_markdown, run_memory_bound
+
+    memory = MemoryBoundOptions(cache_fractions=fractions, rounds=rounds,
+                                cold_queries=cold_queries)
+    report = run_memory_bound(home, data, options, memory, command=command, on_step=ui.step,
+                              on_progress=ui.progress)
+    ui.step("done")
+    markdown = memory_markdown(report)
+    click.echo(markdown, nl=False)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(to_json(report) + "\n")  # type: ignore[arg-type]
+        (out / "bench.md").write_text(markdown)
 
 
 @click.command("bench-load")
