@@ -488,6 +488,13 @@ ADDED_MUTATIONS: tuple[Mutation, ...] = (
         RT, "    conn._autocommit = True\n", "", (ROUND_TRIPS,), group=ADDED,
     ),
     Mutation(
+        "search-parallel-workers",
+        "searches may start parallel workers: a Gather for the exact scan that never runs "
+        "costs 8 of 10 ms",
+        Q, '("max_parallel_workers_per_gather", "0"),', '("max_parallel_workers_per_gather", "2"),',
+        (SEARCH,), group=ADDED,
+    ),
+    Mutation(
         "scan-memory-not-raised",
         "hnsw.scan_mem_multiplier not set: a 30,000 pool stops short at the default work_mem",
         Q, '("hnsw.scan_mem_multiplier", SCAN_MEMORY_RULE.sql(scan_tuples)),', "",

@@ -102,6 +102,7 @@ SET hnsw.max_scan_tuples = 20000
 SET hnsw.scan_mem_multiplier = 1
 SET "plan_cache_mode" = ''force_custom_plan''
 SET "enable_seqscan" = ''off''
+SET "max_parallel_workers_per_gather" = ''0''
 AS $mrl_search$
 DECLARE
     pool integer;

@@ -48,7 +48,7 @@ def turns(trace: str) -> int:
                if message == "Sync" or (message == "Flush" and (i == 0 or sent[i - 1] != "Sync")))
 
 
-_SETTINGS_ROW = re.compile(r"^B\t\d+\tDataRow\t 9 (.*)$", re.M)
+_SETTINGS_ROW = re.compile(r"^B\t\d+\tDataRow\t 10 (.*)$", re.M)
 
 
 def settings_row(trace: str) -> list[str]:

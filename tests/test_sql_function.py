@@ -107,6 +107,7 @@ def function_settings(schema: str) -> list[str]:
         "hnsw.scan_mem_multiplier=1",
         "plan_cache_mode=force_custom_plan",
         "enable_seqscan=off",
+        "max_parallel_workers_per_gather=0",
     ]
 
 
