@@ -46,7 +46,9 @@ RELEASED = {
     "0005_prefix_index_ef_construction.py":
         "73ecf3be6195fd96fbe205679e00626b7cfdcc6898204939b97bf55a86603ec2",
     "0006_search_function_offset_and_one_round_trip.py":
-        "4b762d7240885cf5048133355c78fbcd4ba98d12d9c6d112cc3a5e17046a7a4e",
+        "1f8ecaf5b6bfb9da97e9d6a7052ab7d98922f4a888567a9f9d87cdf136758b86",
+    "0007_search_without_parallel_workers.py":
+        "2f381068f14f220e2bb2257ac5db0c226e3c4f148c65226b7fe70b6b8d6099fd",
 }
 
 

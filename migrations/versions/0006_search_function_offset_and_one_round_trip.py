@@ -10,9 +10,8 @@ argument and new settings.
 - A row without a vector is never a result; a walk whose pool did not fill is replaced,
   in the same statement, by the exact answer.
 - ``hnsw.scan_mem_multiplier`` is set for the pool's scan budget (a 30,000 pool no
-  longer stops short at the default ``work_mem``); ``enable_seqscan = off``,
-  ``max_parallel_workers_per_gather = 0`` and ``plan_cache_mode = force_custom_plan`` for
-  the function's statements.
+  longer stops short at the default ``work_mem``); ``enable_seqscan = off`` and
+  ``plan_cache_mode = force_custom_plan`` for the function's statements.
 
 Downgrading puts back revision 0004's function, as 0004 created it.
 
@@ -76,7 +75,6 @@ SET hnsw.max_scan_tuples = 20000
 SET hnsw.scan_mem_multiplier = 1
 SET "plan_cache_mode" = ''force_custom_plan''
 SET "enable_seqscan" = ''off''
-SET "max_parallel_workers_per_gather" = ''0''
 AS $mrl_search$
 DECLARE
     pool integer;
