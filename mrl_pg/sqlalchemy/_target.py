@@ -12,7 +12,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import psycopg
 from pgvector.sqlalchemy import HALFVEC, VECTOR
@@ -489,19 +489,3 @@ def checked_target(
 
 def rows(result: Iterable[Any]) -> list[tuple[Any, float]]:
     return [(row[0], float(row[1])) for row in result]
-
-
-_D = TypeVar("_D")
-
-
-def psycopg_driver(driver: Any, kind: type[_D]) -> _D:
-    if not isinstance(driver, kind):
-        raise InvalidConfigError(
-            "mrl_pg's ORM search needs the psycopg driver (a postgresql+psycopg:// URL, "
-            f"or mrl_pg.db.create_engine), got {type(driver).__name__}"
-        )
-    return driver
-
-
-def needs_tuning(oversample: int | None, ef_search: int | None) -> bool:
-    return oversample is None or ef_search is None

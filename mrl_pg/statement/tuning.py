@@ -6,7 +6,8 @@ candidates and walk the HNSW graph with ``ef_search``". A search with another
 40..1000. The product's default is ``SearchTuning(oversample=8, ef_search=160,
 k=10)``: twice the pool. ``mrl-pg tune`` measures a table and stores a row in
 ``mrl_pg_tuning`` (in the table's schema); the psycopg front end, the ORM and
-the SQL function all read it when the caller leaves ``oversample`` unset.
+the SQL function all read it, in the database, when the caller leaves ``oversample``
+or ``ef_search`` unset.
 
 The rule is written once, here: :meth:`SearchTuning.ef_search_for` evaluates
 it in Python and :func:`ef_search_sql` renders the same arithmetic for the SQL
@@ -16,7 +17,6 @@ function, with integers only, so both always agree.
 from __future__ import annotations
 
 import operator
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,6 @@ __all__ = [
     "integer_argument",
     "tuning_exists_sql",
     "load_tuning",
-    "load_tuning_async",
 ]
 
 MAX_MATCH_COUNT = 1000
@@ -132,12 +131,6 @@ def tuning_lookup_sql(config: TableConfig) -> sql.Composed:
     ).format(tuning=tuning_table(config), name=sql.Literal(config.name))
 
 
-# Tuning tables known to exist, per connection: the existence check runs once
-# per connection, the lookup once per search. A table made before mrl_pg_tuning
-# existed (an older install or migration) simply gets the defaults.
-_KNOWN: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
-
-
 def tuning_exists_sql(config: TableConfig) -> sql.Composed:
     return sql.SQL("SELECT to_regclass({}) IS NOT NULL").format(
         sql.Literal(tuning_table(config).as_string(None))
@@ -154,36 +147,17 @@ def _from_row(row: tuple[Any, ...] | None) -> SearchTuning:
 def load_tuning(conn: psycopg.Connection[Any], config: TableConfig) -> SearchTuning:
     """The table's tuned settings, or :data:`DEFAULT_TUNING` when it has none.
 
-    Runs in the caller's transaction, if any (a transaction the caller opens
-    stays theirs to end).
+    For ``mrl-pg tune`` and the CLI; a search reads the row in its own settings
+    statement instead (:func:`mrl_pg.statement.query.adaptive_settings_sql`). Runs in
+    the caller's transaction, if any (a transaction the caller opens stays theirs to
+    end). Nothing is cached: a table made before ``mrl_pg_tuning`` existed, or a
+    database migrated down since, simply gets the defaults.
     """
-    key = tuning_table(config).as_string(None)
     try:
-        if key not in _KNOWN.get(conn, ()):
-            row = conn.execute(tuning_exists_sql(config), prepare=False).fetchone()
-            if not (row and row[0]):
-                return DEFAULT_TUNING
-            _KNOWN.setdefault(conn, set()).add(key)
+        row = conn.execute(tuning_exists_sql(config), prepare=False).fetchone()
+        if not (row and row[0]):
+            return DEFAULT_TUNING
         return _from_row(conn.execute(tuning_lookup_sql(config), prepare=False).fetchone())
-    except psycopg.Error as exc:
-        raise DatabaseError(f"could not read the search settings of {config.qualified_name}: "
-                            f"{exc}") from exc
-
-
-async def load_tuning_async(
-    conn: psycopg.AsyncConnection[Any], config: TableConfig
-) -> SearchTuning:
-    """Async twin of :func:`load_tuning`."""
-    key = tuning_table(config).as_string(None)
-    try:
-        if key not in _KNOWN.get(conn, ()):
-            cur = await conn.execute(tuning_exists_sql(config), prepare=False)
-            row = await cur.fetchone()
-            if not (row and row[0]):
-                return DEFAULT_TUNING
-            _KNOWN.setdefault(conn, set()).add(key)
-        cur = await conn.execute(tuning_lookup_sql(config), prepare=False)
-        return _from_row(await cur.fetchone())
     except psycopg.Error as exc:
         raise DatabaseError(f"could not read the search settings of {config.qualified_name}: "
                             f"{exc}") from exc
